@@ -1,0 +1,152 @@
+"""The one place configuration is resolved: `ANNAPURNA_*` environment variables, a `.env`
+file, or saved Prefect blocks named by those variables, falling back to the embedded
+defaults (SQLite index and local storage under ANNAPURNA_HOME).
+
+Unknown or invalid settings fail here, at start-up, with the setting's name."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from prefect.filesystems import LocalFileSystem, WritableFileSystem
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from blocks.errors import ConfigError
+from blocks.index import PaperIndex
+
+PREFIX = "ANNAPURNA_"
+StoreKind = Literal["raw", "code", "results"]
+STORE_KINDS: tuple[StoreKind, ...] = ("raw", "code", "results")
+
+
+class Settings(BaseSettings):
+    """Every `ANNAPURNA_*` setting. The README's configuration table lists the same."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
+
+    home: Path = Path("~/.annapurna")
+    index: Literal["sqlite", "opensearch"] = "sqlite"
+    index_block: str | None = None
+    sqlite_path: Path | None = None
+    opensearch_url: str | None = None
+    opensearch_index: str = "research-papers-v2"
+    opensearch_user: str | None = None
+    opensearch_password: SecretStr | None = None
+    storage: Literal["local", "s3"] = "local"
+    raw_bucket: str = "annapurna-raw-papers"
+    code_bucket: str = "annapurna-code"
+    results_bucket: str = "annapurna-results"
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = None
+    raw_storage_block: str | None = None
+    code_storage_block: str | None = None
+    results_storage_block: str | None = None
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def sqlite_file(self) -> Path:
+        return (self.sqlite_path or self.home_dir / "index.sqlite3").expanduser()
+
+
+def _env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+def _unknown_names(env_file: Path | None) -> list[str]:
+    names = [k for k in os.environ if k.startswith(PREFIX)]
+    if env_file and env_file.is_file():
+        from dotenv import dotenv_values
+
+        names += [k for k in dotenv_values(env_file) if k.upper().startswith(PREFIX)]
+    known = {_env_name(f) for f in Settings.model_fields}
+    return sorted({n for n in names if n.upper() not in known})
+
+
+def load_settings(env_file: str | Path | None = ".env") -> Settings:
+    """Resolve and check every setting; raise ConfigError naming the first bad one."""
+    env_path = Path(env_file) if env_file else None
+    unknown = _unknown_names(env_path)
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {unknown[0]}; known settings: "
+            + ", ".join(_env_name(f) for f in Settings.model_fields)
+        )
+    try:
+        settings = Settings(_env_file=env_path)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(
+            f"setting {_env_name(str(err['loc'][0]))} is invalid: {err['msg']} (got {err.get('input')!r})"
+        ) from None
+    if settings.index == "opensearch" and not (settings.opensearch_url or settings.index_block):
+        raise ConfigError("ANNAPURNA_INDEX=opensearch needs ANNAPURNA_OPENSEARCH_URL (or ANNAPURNA_INDEX_BLOCK)")
+    _check_writable(settings.home_dir, "ANNAPURNA_HOME")
+    return settings
+
+
+def _check_writable(directory: Path, setting: str) -> None:
+    probe = directory / f".write-probe-{uuid.uuid4().hex}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{setting}={directory} is not a writable directory ({e.strerror or e})") from None
+
+
+def _load_block(name: str, setting: str, expected: type):
+    """A saved block by 'block-type-slug/name', checked to be of the expected kind."""
+    from prefect.blocks.core import Block
+
+    if "/" not in name:
+        raise ConfigError(f"{setting}={name!r} must be 'block-type-slug/block-name', e.g. 's3-bucket/raw-papers'")
+    try:
+        block = Block.load(name, _sync=True)
+    except Exception as e:
+        raise ConfigError(f"{setting}={name!r}: cannot load that saved block ({e})") from None
+    if not isinstance(block, expected):
+        raise ConfigError(f"{setting}={name!r} is a {type(block).__name__}, not a {expected.__name__}")
+    return block
+
+
+def paper_index(settings: Settings | None = None) -> PaperIndex:
+    """The configured paper index block."""
+    from blocks.opensearch_index import OpenSearchPaperIndex
+    from blocks.sqlite_index import SQLitePaperIndex
+
+    s = settings or load_settings()
+    if s.index_block:
+        return _load_block(s.index_block, "ANNAPURNA_INDEX_BLOCK", PaperIndex)
+    if s.index == "opensearch":
+        return OpenSearchPaperIndex(
+            url=s.opensearch_url, index_name=s.opensearch_index,
+            username=s.opensearch_user, password=s.opensearch_password,
+        )
+    return SQLitePaperIndex(path=str(s.sqlite_file))
+
+
+def filesystem(kind: StoreKind, settings: Settings | None = None) -> WritableFileSystem:
+    """The filesystem block holding one kind of object: raw papers, code, or results."""
+    s = settings or load_settings()
+    saved = getattr(s, f"{kind}_storage_block")
+    if saved:
+        return _load_block(saved, _env_name(f"{kind}_storage_block"), WritableFileSystem)
+    if s.storage == "s3":
+        from prefect_aws import AwsCredentials, S3Bucket
+        from prefect_aws.client_parameters import AwsClientParameters
+
+        return S3Bucket(
+            bucket_name=getattr(s, f"{kind}_bucket"),
+            credentials=AwsCredentials(
+                region_name=s.aws_region,
+                aws_client_parameters=AwsClientParameters(endpoint_url=s.s3_endpoint_url),
+            ),
+        )
+    return LocalFileSystem(basepath=str(s.home_dir / "storage" / kind))

@@ -1,0 +1,42 @@
+"""The record of one program run. It crosses the boundary between the worker and the
+rest of Annapurna as JSON, so it is a pydantic model with no dependency on either side."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, Field
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ExecutionResult(BaseModel):
+    """What one run of a generated program did.
+
+    The first block of fields is the seed executor's response, kept so old results still
+    load; the rest says why a run failed and where it ran.
+    """
+
+    paper_id: str
+    code_version: int = 1
+    success: bool
+    return_code: int | None = None
+    execution_time: float = Field(0.0, ge=0, description="wall-clock seconds")
+    timeout: bool = False
+    stdout: str = ""
+    stderr: str = ""
+    lines_of_code: int = 0
+    has_training_loop: bool = False
+    peak_memory_mb: float = 0.0
+    metrics: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+
+    error: str | None = Field(None, description="one-line reason when success is False")
+    device: str = "cpu"
+    neuron_cores: list[int] = Field(default_factory=list)
+    metrics_series: list[dict] = Field(default_factory=list)
+    stdout_bytes: int = Field(0, description="bytes the program wrote, kept or not")
+    stderr_bytes: int = 0
+    isolation: str = ""
+    started_at: datetime = Field(default_factory=_now)
