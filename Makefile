@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo demo-clean test install clean
+
+DEMO_HOME ?= $(CURDIR)/.demo/home
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +17,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/annapurna demo
+	ANNAPURNA_HOME=$(DEMO_HOME) $(PY) -m deployments.demo
+
+demo-clean:
+	rm -rf $(CURDIR)/.demo
 
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.
 test: $(STAMP)
