@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from blocks.errors import ConfigError
@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     raw_storage_block: str | None = None
     code_storage_block: str | None = None
     results_storage_block: str | None = None
+
+    arxiv_url: str = "https://export.arxiv.org/api/query"
+    openreview_url: str = "https://api2.openreview.net"
+    openreview_v1_url: str = "https://api.openreview.net"
+    openreview_web_url: str = "https://openreview.net"
+    openreview_username: str | None = None
+    openreview_password: SecretStr | None = None
+    openreview_password_secret: str | None = None
+    pmlr_url: str = "https://proceedings.mlr.press"
+    neurips_url: str = "https://proceedings.neurips.cc"
+    mlsys_url: str = "https://proceedings.mlsys.org"
+    max_pdf_mb: int = Field(50, ge=1)
+    download_concurrency: int = Field(4, ge=1, le=64)
 
     @property
     def home_dir(self) -> Path:
@@ -150,3 +163,14 @@ def filesystem(kind: StoreKind, settings: Settings | None = None) -> WritableFil
             ),
         )
     return LocalFileSystem(basepath=str(s.home_dir / "storage" / kind))
+
+
+def openreview_password(settings: Settings) -> str | None:
+    """The OpenReview password: from a saved Prefect Secret block if one is named, else env."""
+    if settings.openreview_password_secret:
+        from prefect.blocks.system import Secret
+
+        secret = _load_block(f"secret/{settings.openreview_password_secret}",
+                             "ANNAPURNA_OPENREVIEW_PASSWORD_SECRET", Secret)
+        return secret.get()
+    return settings.openreview_password.get_secret_value() if settings.openreview_password else None

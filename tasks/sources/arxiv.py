@@ -1,0 +1,127 @@
+"""arXiv's export API (Atom). Parsed by namespace, never by prefix, because feeds of
+different vintages declare their namespaces differently."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+
+import aiohttp
+from lxml import etree
+
+from tasks.sources.listing import Listing
+from tasks.sources.http import Retrying, SourceError, Throttle, request
+
+ATOM = "http://www.w3.org/2005/Atom"
+OPENSEARCH = "http://a9.com/-/spec/opensearch/1.1/"
+ARXIV = "http://arxiv.org/schemas/atom"
+DEFAULT_CATEGORIES = ("cs.LG", "cs.CL", "cs.AI", "cs.CV")
+ABS_ID = re.compile(r"arxiv\.org/abs/(.+?)(v\d+)?$")
+
+
+class ArxivPage(Listing):
+    start: int = 0
+
+
+def _text(el, tag: str, ns: str = ATOM) -> str:
+    found = el.find(f"{{{ns}}}{tag}")
+    return " ".join((found.text or "").split()) if found is not None else ""
+
+
+def parse_feed(body: bytes, where: str = "arXiv feed") -> ArxivPage:
+    """One page of an Atom feed -> papers. An error feed raises SourceError."""
+    try:
+        root = etree.fromstring(body, parser=etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError as e:
+        raise SourceError(f"{where}: malformed XML ({e})") from None
+    if root.tag != f"{{{ATOM}}}feed":
+        raise SourceError(f"{where}: not an Atom feed (root element {root.tag})")
+    entries = root.findall(f"{{{ATOM}}}entry")
+    for entry in entries:
+        if _text(entry, "title") == "Error" and "/api/errors" in _text(entry, "id"):
+            raise SourceError(f"arXiv rejected the query: {_text(entry, 'summary')}")
+    total = _text(root, "totalResults", OPENSEARCH)
+    start = _text(root, "startIndex", OPENSEARCH)
+    page = ArxivPage(total=int(total) if total else None, start=int(start or 0))
+    for entry in entries:
+        m = ABS_ID.search(_text(entry, "id"))
+        if not m:
+            page.problems.append(f"{where}: skipped an entry without an arXiv abs id")
+            continue
+        pdf = next(
+            (l.get("href") for l in entry.findall(f"{{{ATOM}}}link")
+             if l.get("title") == "pdf" or l.get("type") == "application/pdf"),
+            None,
+        )
+        published = _text(entry, "published")
+        primary = entry.find(f"{{{ARXIV}}}primary_category")
+        page.add(
+            where,
+            id=f"arxiv:{m.group(1)}",
+            source="arxiv",
+            venue="arXiv",
+            year=int(published[:4]) if published[:4].isdigit() else None,
+            title=_text(entry, "title"),
+            authors=[_text(a, "name") for a in entry.findall(f"{{{ATOM}}}author")],
+            abstract=_text(entry, "summary"),
+            url=f"https://arxiv.org/abs/{m.group(1)}",
+            pdf_url=pdf,
+            extra={
+                "published": published,
+                "categories": [c.get("term") for c in entry.findall(f"{{{ATOM}}}category")],
+                "primary_category": primary.get("term") if primary is not None else None,
+            },
+        )
+    return page
+
+
+def build_query(categories: tuple[str, ...] | list[str], search_term: str | None = None,
+                since: datetime | None = None, until: datetime | None = None) -> str:
+    """arXiv search_query: (cat:A OR cat:B) AND all:"term" AND submittedDate:[a TO b]."""
+    parts = ["(" + " OR ".join(f"cat:{c}" for c in categories) + ")"] if categories else []
+    if search_term:
+        parts.append(f'all:"{search_term}"' if " " in search_term.strip() else f"all:{search_term.strip()}")
+    if since:
+        fmt = "%Y%m%d%H%M"
+        end = (until or datetime.now(timezone.utc)).strftime(fmt)
+        parts.append(f"submittedDate:[{since.astimezone(timezone.utc).strftime(fmt)} TO {end}]")
+    return " AND ".join(parts) or "all:*"
+
+
+class ArxivSource:
+    """Pages through the export API newest first. `throttle` is awaited before every
+    request: the flow passes Prefect's global rate limit (one request per 3 s)."""
+
+    def __init__(self, base_url: str = "https://export.arxiv.org/api/query", page_size: int = 200,
+                 throttle: Throttle | None = None, retrying: Retrying | None = None):
+        if not 1 <= page_size <= 2000:
+            raise ValueError("arXiv page_size must be 1..2000")
+        self.base_url, self.page_size, self.throttle = base_url, page_size, throttle
+        self.retrying = retrying or Retrying()
+
+    async def pages(self, session: aiohttp.ClientSession, query: str,
+                    max_papers: int | None = None) -> AsyncIterator[ArxivPage | SourceError]:
+        """Yield each page, or the SourceError that page raised; the walk goes on."""
+        start, seen = 0, 0
+        while True:
+            params = {"search_query": query, "start": start, "max_results": self.page_size,
+                      "sortBy": "submittedDate", "sortOrder": "descending"}
+            where = f"arXiv page start={start}"
+            try:
+                resp = await request(session, "GET", self.base_url, params=params, throttle=self.throttle,
+                                     retrying=self.retrying, ok=frozenset({200, 400}))
+                page = parse_feed(resp.body, where)
+                if resp.status == 400:
+                    raise SourceError(f"{where}: HTTP 400 without an error entry")
+            except SourceError as e:
+                yield e
+                if "rejected the query" in str(e):
+                    return
+                start += self.page_size
+                continue
+            yield page
+            seen += len(page.papers)
+            start += self.page_size
+            if not page.papers or start >= (page.total or 0) or (max_papers and seen >= max_papers):
+                return
