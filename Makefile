@@ -3,10 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-
-.PHONY: demo demo-clean test install clean
-
 DEMO_HOME ?= $(CURDIR)/.demo/home
+
+.PHONY: demo demo-clean test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +25,12 @@ demo-clean:
 test: $(STAMP)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The benchmarks quoted in the README; they install the alternatives they compare against.
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]' --config-settings editable_mode=lenient
+	$(PY) bench/listing_throughput.py
+	$(PY) bench/pdf_extraction.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

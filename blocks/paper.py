@@ -122,15 +122,12 @@ class Paper(BaseModel):
             )
         return v
 
-    @model_validator(mode="before")
+    @field_validator("title", mode="before")
     @classmethod
-    def _has_title(cls, data: object) -> object:
-        if isinstance(data, dict):
-            title = data.get("title")
-            if not isinstance(title, str) or not title.strip():
-                raise ValueError(f"paper {data.get('id', '?')} has no title")
-            data = {**data, "title": " ".join(title.split())}
-        return data
+    def _has_title(cls, v: object, info) -> str:
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"paper {info.data.get('id', '?')} has no title")
+        return " ".join(v.split())
 
     @model_validator(mode="after")
     def _id_matches_source(self) -> "Paper":

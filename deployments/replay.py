@@ -17,6 +17,7 @@ import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
+import orjson
 from aiohttp import web
 
 CHALLENGE = {
@@ -44,12 +45,12 @@ class RateWindow:
 
     limit: int = 500
     window_s: float = 3600
-    started: float = field(default_factory=time.monotonic)
+    started: float | None = None  # the window opens with the first request
     used: int = 0
 
     def take(self) -> tuple[bool, dict[str, str]]:
         now = time.monotonic()
-        if now - self.started >= self.window_s:
+        if self.started is None or now - self.started >= self.window_s:
             self.started, self.used = now, 0
         self.used += 1
         reset = max(0.0, self.window_s - (now - self.started))
@@ -72,6 +73,7 @@ class ReplayServer:
         self.arxiv: dict[int, deque[Canned]] = defaultdict(deque)
         self.notes: dict[tuple[str, str], list[dict]] = {}
         self.hits: Counter[str] = Counter()
+        self.times: list[tuple[str, float]] = []
         self.rate_limited = 0
         self._tokens: set[str] = set()
         self._runner: web.AppRunner | None = None
@@ -95,11 +97,15 @@ class ReplayServer:
         return queue.popleft() if len(queue) > 1 else queue[0]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.hits[request.path] += 1
+        if request.path != "/_replay/stats":
+            self.hits[request.path] += 1
+        self.times.append((request.path, time.monotonic()))
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         path = request.path
         host, _, rest = path.lstrip("/").partition("/")
+        if path == "/_replay/stats":
+            return web.json_response({"hits": dict(self.hits), "rate_limited": self.rate_limited})
         if path == "/arxiv/api/query":
             start = int(request.query.get("start", 0))
             if start in self.arxiv:
@@ -140,7 +146,7 @@ class ReplayServer:
         body: dict = {"notes": notes[start : start + limit]}
         if "offset" in q or q.get("count") in ("true", "True"):
             body["count"] = len(notes)  # OpenReview sends count only when asked or offset is sent
-        return web.Response(body=json.dumps(body), headers={"Content-Type": "application/json; charset=utf-8", **headers})
+        return web.Response(body=orjson.dumps(body), headers={"Content-Type": "application/json; charset=utf-8", **headers})
 
     async def start(self) -> str:
         app = web.Application(client_max_size=2**20)
@@ -206,3 +212,25 @@ def v2_note(forum: str, number: int, venueid: str, venue: str, title: str, abstr
         "invitations": [f"{venueid}/-/Submission", f"{venueid}/-/Post_Submission"],
         "readers": ["everyone"],
     }
+
+
+class BackgroundReplay:
+    """A ReplayServer on its own event loop in a thread, for code that runs its own loop
+    (flows, workers, CLIs): `with BackgroundReplay(server) as url: ...`."""
+
+    def __init__(self, server: ReplayServer):
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self._thread = None
+
+    def __enter__(self) -> str:
+        import threading
+
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="replay-server")
+        self._thread.start()
+        return asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)

@@ -50,6 +50,47 @@ def counts(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> 
     console.print(table)
 
 
+@app.command()
+def scrape(
+    venue: str = typer.Argument(..., help="ICLR, ICML, NeurIPS, MLSys, or arxiv"),
+    year: int = typer.Option(None, help="conference year (not for arxiv)"),
+    search: str = typer.Option(None, "--search", help="keep papers whose title/abstract has every word"),
+    max_papers: int = typer.Option(None, "--max", help="at most this many papers"),
+    source: str = typer.Option(None, help="pick another source: openreview, pmlr, proceedings"),
+    batch_size: int = typer.Option(25, help="papers per batch"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Scrape a venue (or arXiv) now, in this process, with the same flow the deployments run."""
+    import asyncio
+
+    load_settings()  # fail fast on bad settings, before Prefect starts
+    if venue.lower() == "arxiv":
+        from flows.scrape_arxiv import scrape_arxiv
+
+        run = scrape_arxiv(search_term=search, max_papers=max_papers or 500, batch_size=batch_size, return_state=True)
+    else:
+        from flows.scrape_conference import scrape_conference
+
+        if year is None:
+            raise typer.BadParameter("--year is required for a conference", param_hint="--year")
+        run = scrape_conference(venue=venue, year=year, search_term=search, max_papers=max_papers,
+                                batch_size=batch_size, source=source, return_state=True)
+    state = asyncio.run(run)
+    report = state.result(raise_on_failure=False)
+    if isinstance(report, BaseException):
+        raise report if isinstance(report, AnnapurnaError) else AnnapurnaError(f"scrape failed: {report}")
+    if as_json:
+        print(report.model_dump_json(indent=2))
+        return
+    console.print(
+        f"listed {report.listed}, selected {report.selected}: [green]{len(report.new)} new[/green], "
+        f"{report.known} already stored, [red]{len(report.pdf_failures)} PDF failures[/red], "
+        f"{len(report.problems)} problems"
+    )
+    for pid, why in report.pdf_failures.items():
+        console.print(f"  {pid}: {why}", highlight=False)
+
+
 def main() -> None:
     try:
         app()

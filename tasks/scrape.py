@@ -121,3 +121,47 @@ async def scrape_batch(session: aiohttp.ClientSession, papers: list[Paper], raw:
 
 def listing_report(listing: Listing) -> ScrapeReport:
     return ScrapeReport(listed=len(listing.papers), problems=list(listing.problems))
+
+
+# -- Prefect tasks -------------------------------------------------------------------------
+# Scraping is idempotent through the index (stable ids, write-once storage), so these
+# tasks retry freely and are not cached: a re-run must see what is new since.
+from prefect import task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from blocks.settings import filesystem, load_settings, paper_index  # noqa: E402
+from tasks.sources.http import new_session  # noqa: E402
+from tasks.sources.venues import SourceName, openreview_source, proceedings_source  # noqa: E402
+
+
+@task(name="list-venue", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE, persist_result=False)
+async def list_venue(venue: str, year: int, source: SourceName) -> Listing:
+    """Every paper the source lists for the venue and year (no PDFs yet)."""
+    s = load_settings()
+    async with new_session() as session:
+        if source == "openreview":
+            return await openreview_source(s).list_venue(session, venue, year)
+        src = proceedings_source(source, s)
+        if isinstance(src, PMLRSource):
+            return await src.list_volume(session, year, venue)
+        return await src.list_year(session, year)
+
+
+@task(name="add-abstracts", retries=1, cache_policy=NO_CACHE, persist_result=False)
+async def add_abstracts(papers: list[Paper], source: SourceName) -> tuple[list[Paper], list[str]]:
+    s = load_settings()
+    problems: list[str] = []
+    async with new_session() as session:
+        detailed = await add_details(session, proceedings_source(source, s), papers, s.download_concurrency, problems)
+    return detailed, problems
+
+
+@task(name="scrape-batch", retries=2, retry_delay_seconds=[10, 60], cache_policy=NO_CACHE, persist_result=False)
+async def scrape_batch_task(papers: list[Paper], source: SourceName | None = None) -> ScrapeReport:
+    """Download, store and index one batch; safe to retry (nothing is stored twice)."""
+    s = load_settings()
+    details = proceedings_source(source, s) if source in ("pmlr", "neurips", "mlsys") else None
+    async with new_session(connections=s.download_concurrency) as session:
+        return await scrape_batch(session, papers, filesystem("raw", s), paper_index(s),
+                                  max_pdf_bytes=s.max_pdf_mb * 2**20, concurrency=s.download_concurrency,
+                                  details=details)

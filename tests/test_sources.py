@@ -353,3 +353,30 @@ def test_pdf_download_checks():
     assert "not a PDF (Content-Type text/html" in page
     assert "over the 100000-byte cap" in big
     assert "HTTP 404" in missing
+
+
+PMLR_VOLUME = """<!DOCTYPE html><html><body>
+<div class="paper">
+  <p class="title">Sharpness-aware adapters</p>
+  <p class="details"><span class="authors">Ana Li, Bo Wu</span>;
+    <span class="info"><i>Proceedings of the 42nd International Conference on Machine Learning</i>, PMLR 267:1-12</span></p>
+  <p class="links">[<a href="https://proceedings.mlr.press/v267/li25a.html">abs</a>][<a href="https://raw.githubusercontent.com/mlresearch/v267/main/assets/li25a/li25a.pdf">Download PDF</a>][<a href="https://openreview.net/forum?id=AbCdEf">OpenReview</a>]</p>
+</div>
+<div class="paper"><p class="title">No links at all</p></div>
+<div class="paper"><p class="title"> </p><p class="links">[<a href="https://proceedings.mlr.press/v267/x25a.html">abs</a>]</p></div>
+</body></html>"""
+PMLR_PAPER = """<html><head><meta name="citation_title" content="Sharpness-aware adapters"/>
+<meta name="citation_author" content="Li, Ana"><meta name="citation_author" content="Wu, Bo">
+<meta name="citation_pdf_url" content="https://raw.githubusercontent.com/mlresearch/v267/main/assets/li25a/li25a.pdf"></head>
+<body><div id="abstract" class="abstract">  Adapters that seek flat minima.  </div></body></html>"""
+
+
+def test_pmlr_own_pages_in_the_recorded_format():
+    listing = parse_volume_page(PMLR_VOLUME, "v267", 2025)
+    assert [p.id for p in listing.papers] == ["pmlr:v267/li25a"]
+    p = listing.papers[0]
+    assert p.authors == ["Ana Li", "Bo Wu"] and p.pdf_url.endswith("/li25a.pdf") and p.year == 2025
+    assert listing.problems == ["PMLR v267 volume page: paper #1 has no abs link",
+                                "PMLR v267 volume page paper #2: skipped an entry: paper pmlr:v267/x25a has no title"]
+    details = parse_paper_page(PMLR_PAPER)
+    assert details["abstract"] == "Adapters that seek flat minima." and details["authors"] == ["Li, Ana", "Wu, Bo"]

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable
 
 import aiohttp
+import orjson
 
 from tasks.sources.http import Retrying, SourceError, request
 from tasks.sources.listing import Listing
@@ -61,16 +62,19 @@ def _value(field):
 def parse_notes(body: bytes | dict, where: str = "OpenReview page", web_url: str = WEB_URL) -> Listing:
     """A `/notes` response (v1 or v2 shape) -> papers."""
     try:
-        data = json.loads(body) if isinstance(body, (bytes, str)) else body
+        data = orjson.loads(body) if isinstance(body, (bytes, str)) else body
         notes = data["notes"]
         if not isinstance(notes, list):
             raise TypeError("'notes' is not a list")
-    except (ValueError, KeyError, TypeError) as e:
+    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as e:
         raise SourceError(f"{where}: malformed JSON ({type(e).__name__}: {e})") from None
     listing = Listing(total=data.get("count"))
     for note in notes:
         content = note.get("content") or {}
-        get = lambda k: _value(content.get(k))  # noqa: E731
+
+        def get(key: str):
+            return _value(content.get(key))
+
         vid = get("venueid") or note.get("domain") or ""
         group, _, rest = vid.partition("/")
         year = rest.split("/", 1)[0]
