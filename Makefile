@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=lenient
+	$(PY) -m pip install -q 'torch==2.13.0'  # CPU build from local disk here; generated programs need it
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get install -y -q bubblewrap >/dev/null 2>&1 || echo "bubblewrap not installed: the sandbox uses the next level it finds"; }
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -39,4 +39,5 @@ class ExecutionResult(BaseModel):
     stdout_bytes: int = Field(0, description="bytes the program wrote, kept or not")
     stderr_bytes: int = 0
     isolation: str = ""
+    notes: list[str] = Field(default_factory=list, description="malformed METRICS lines, truncation")
     started_at: datetime = Field(default_factory=_now)

@@ -1,0 +1,225 @@
+"""Running untrusted programs: one job per device slot, each in its sandbox, with a
+wall-clock limit, a memory cap over its whole process tree, capped output, and nothing
+left running afterwards. One job's crash, timeout or kill never touches another."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+from trainium_worker.analysis import has_training_loop, lines_of_code
+from trainium_worker.devices import Device, device_env
+from trainium_worker.job import Job, WorkerConfig
+from trainium_worker.output import MetricsScanner, Tail
+from trainium_worker.result import ExecutionResult
+from trainium_worker.sandbox import become_subreaper, detect, wrap
+
+MARKER_VAR = "ANNAPURNA_JOB_MARKER"
+POLL_S = 0.05
+SAFE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")  # nothing else crosses from the worker
+
+
+def base_env(workdir: Path, config: WorkerConfig, marker: str) -> dict[str, str]:
+    """An environment from an allow-list: no AWS_*, no Prefect API key or URL, no tokens."""
+    env = {k: os.environ[k] for k in SAFE_ENV if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update({
+        "HOME": str(workdir), "TMPDIR": str(workdir / "tmp"), "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1", "ANNAPURNA_OUTPUT_DIR": str(workdir / "outputs"),
+        MARKER_VAR: marker,
+    })
+    if config.data_dir:
+        env["ANNAPURNA_DATA_DIR"] = str(config.data_dir)
+    return env
+
+
+def default_memory_mb(slots: int) -> int:
+    return int(psutil.virtual_memory().total / 2**20 / max(1, slots))
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _marked(marker: str) -> list[psutil.Process]:
+    """Processes of ours that carry the job's marker, wherever they re-parented to."""
+    found = []
+    for p in psutil.process_iter(["uids"]):
+        try:
+            if p.info["uids"] and p.info["uids"].real == os.getuid() and p.environ().get(MARKER_VAR) == marker:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+def _signal_all(procs: list[psutil.Process], sig: int) -> None:
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+def _rss_mb(procs: list[psutil.Process]) -> float:
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return total / 2**20
+
+
+async def _pump(stream: asyncio.StreamReader, tail: Tail, scanner: MetricsScanner | None) -> None:
+    while chunk := await stream.read(1 << 16):
+        tail.add(chunk)
+        if scanner:
+            scanner.feed(chunk)
+    if scanner:
+        scanner.close()
+
+
+def _collect_files(workdir: Path, cap: int) -> dict[str, bytes]:
+    """Files the program left in outputs/ and profile/, up to `cap` bytes in all."""
+    kept, used = {}, 0
+    for folder in ("outputs", "profile"):
+        for path in sorted((workdir / folder).rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                size = path.stat().st_size
+                if used + size <= cap:
+                    kept[str(path.relative_to(workdir))] = path.read_bytes()
+                    used += size
+    return kept
+
+
+class Runner:
+    """Runs jobs on the given devices, one job per device at a time."""
+
+    def __init__(self, devices: list[Device], config: WorkerConfig | None = None):
+        self.config = config or WorkerConfig()
+        self.devices = devices
+        self.isolation = detect(self.config.isolation)
+        if self.isolation == "process-group":
+            become_subreaper()
+
+    async def run_batch(self, jobs: list[Job]) -> list[tuple[ExecutionResult, dict[str, bytes]]]:
+        free: asyncio.Queue[Device] = asyncio.Queue()
+        for d in self.devices:
+            free.put_nowait(d)
+
+        async def one(job: Job):
+            device = await free.get()
+            try:
+                return await self.run(job, device)
+            finally:
+                free.put_nowait(device)
+
+        return list(await asyncio.gather(*(one(j) for j in jobs)))
+
+    async def run(self, job: Job, device: Device) -> tuple[ExecutionResult, dict[str, bytes]]:
+        """Run one program; return its result and the files it left in outputs/ and profile/."""
+        cfg, limits = self.config, job.limits
+        cfg.work_root.mkdir(parents=True, exist_ok=True)
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", job.paper_id)[:60]
+        workdir = Path(tempfile.mkdtemp(prefix=f"{safe}-v{job.version}-", dir=cfg.work_root))
+        for sub in ("outputs", "profile", "tmp"):
+            (workdir / sub).mkdir()
+        (workdir / "program.py").write_text(job.code)
+        marker = uuid.uuid4().hex
+        env = base_env(workdir, cfg, marker) | device_env(device, job, cfg, str(workdir))
+        env["ANNAPURNA_DEVICE"] = device.label
+        cmd = wrap([cfg.python, "-u", str(workdir / "program.py")], self.isolation, workdir, job.allow_network)
+        memory_cap = limits.memory_mb or default_memory_mb(len(self.devices))
+        out, err, scanner = Tail(limits.output_bytes), Tail(limits.output_bytes), MetricsScanner()
+        reason: str | None = None
+        peak = 0.0
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        )
+        pumps = [asyncio.create_task(_pump(proc.stdout, out, scanner)), asyncio.create_task(_pump(proc.stderr, err, None))]
+        waiter = asyncio.create_task(proc.wait())  # done only once its pipes close, too
+        try:
+            while proc.returncode is None:  # set as soon as the program itself exits
+                procs = _tree(proc.pid)
+                rss = _rss_mb(procs)
+                peak = max(peak, rss)
+                if rss > memory_cap:
+                    reason = f"memory limit ({rss:.0f} MB > {memory_cap} MB)"
+                    break
+                if time.monotonic() - started > limits.timeout_s:
+                    reason = f"timeout after {limits.timeout_s:g} s"
+                    break
+                await asyncio.wait({waiter}, timeout=POLL_S)
+            elapsed = time.monotonic() - started
+            if reason:
+                await self._stop(proc, waiter, marker, gentle=reason.startswith("timeout"), grace=limits.grace_s)
+        finally:
+            await self._sweep(proc, marker)  # whatever it left behind dies with it
+            await asyncio.wait([waiter, *pumps], timeout=5)
+            for task in (waiter, *pumps):
+                task.cancel()
+        rc = proc.returncode
+        files = _collect_files(workdir, cfg.keep_files_bytes)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return self._result(job, device, rc, elapsed, reason, peak, out, err, scanner), files
+
+    async def _stop(self, proc, waiter: asyncio.Task, marker: str, gentle: bool, grace: float) -> None:
+        """TERM to every process of the job, a grace period, then KILL."""
+        if gentle and grace:
+            _signal_all(_tree(proc.pid)[1:] or _tree(proc.pid), signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while proc.returncode is None and time.monotonic() < deadline:
+                await asyncio.wait({waiter}, timeout=POLL_S)
+        await self._sweep(proc, marker)
+
+    async def _sweep(self, proc, marker: str) -> None:
+        """KILL whatever of the job is still alive: its tree, its process group, and (for
+        the process-group level) anything carrying its marker."""
+        victims = _tree(proc.pid)
+        if self.isolation == "process-group":
+            victims += _marked(marker)
+        _signal_all(victims, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for p in victims:
+            try:
+                p.wait(timeout=2)
+            except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
+                pass
+
+    def _result(self, job, device, rc, elapsed, reason, peak, out, err, scanner) -> ExecutionResult:
+        signalled = -rc if rc is not None and rc < 0 else (rc - 128 if self.isolation == "bwrap" and rc and rc > 128 else None)
+        if reason is None and rc != 0:
+            reason = f"killed by signal {signalled}" if signalled else f"nonzero exit {rc}"
+        notes = list(scanner.notes)
+        if out.total > out.cap:
+            notes.append(f"stdout truncated: kept the last {out.cap} of {out.total} bytes")
+        if err.total > err.cap:
+            notes.append(f"stderr truncated: kept the last {err.cap} of {err.total} bytes")
+        return ExecutionResult(
+            paper_id=job.paper_id, code_version=job.version, success=reason is None,
+            return_code=rc, execution_time=round(elapsed, 3), timeout=bool(reason and reason.startswith("timeout")),
+            stdout=out.text(), stderr=err.text(), lines_of_code=lines_of_code(job.code),
+            has_training_loop=has_training_loop(job.code), peak_memory_mb=round(peak, 1),
+            metrics=scanner.merged, metrics_series=scanner.series, error=reason, device=device.label,
+            neuron_cores=[device.index] if device.kind == "neuron" else [],
+            stdout_bytes=out.total, stderr_bytes=err.total, isolation=self.isolation, notes=notes,
+        )
