@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=lenient
 	$(PY) -m pip install -q 'torch==2.13.0'  # CPU build from local disk here; generated programs need it
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  apt-get install -y -q bubblewrap >/dev/null 2>&1 || echo "bubblewrap not installed: the sandbox uses the next level it finds"; }
+	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
+	    apt-get install -y -q bubblewrap >/dev/null 2>&1; }; } || \
+	  echo "bubblewrap not installed: the sandbox uses the strongest level it finds (see README)"; }
 	touch $(STAMP)
 
 install: $(STAMP)

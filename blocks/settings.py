@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     max_pdf_mb: int = Field(50, ge=1)
     download_concurrency: int = Field(4, ge=1, le=64)
 
+    execution_timeout_s: float = Field(600, gt=0)
+    execution_memory_mb: int | None = Field(None, gt=0)
+    execution_output_mb: int = Field(4, ge=1)
+    cpu_slots: int = Field(2, ge=1)
+    worker_python: str | None = None
+    work_root: Path | None = None
+    neuron_compile_cache: str = "~/.cache/annapurna/neuron-compile-cache"
+    data_dir: Path | None = None
+    isolation: Literal["auto", "bwrap", "unshare", "process-group"] = "auto"
+    cloudwatch: bool = False
+    cloudwatch_endpoint_url: str | None = None
+    instance_type: str = "trn1.2xlarge"
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser()

@@ -36,7 +36,7 @@ def test_deploy_all_then_run_scrape_conference_iclr_on_a_worker(home, prefect_se
             "ANNAPURNA_OPENREVIEW_WEB_URL": url, "ANNAPURNA_OPENREVIEW_USERNAME": USER,
             "ANNAPURNA_OPENREVIEW_PASSWORD": PASSWORD, "COLUMNS": "200",
         }
-        prefect("work-pool", "create", "default", "--type", "process", "--overwrite", env=env)
+        subprocess.run([sys.executable, "-m", "deployments.pools"], cwd=REPO, env=env, check=True, timeout=120)
         prefect("--no-prompt", "deploy", "--all", env=env)
         listed = prefect("deployment", "ls", env=env).stdout
         for name in ("scrape-conference/iclr", "scrape-conference/icml", "scrape-conference/neurips",

@@ -24,7 +24,7 @@ from trainium_worker.result import ExecutionResult
 from trainium_worker.sandbox import become_subreaper, detect, wrap
 
 MARKER_VAR = "ANNAPURNA_JOB_MARKER"
-POLL_S = 0.05
+POLL_S = 0.1  # memory and clock checks; the kernel OOM killer is the backstop between them
 SAFE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")  # nothing else crosses from the worker
 
 
@@ -46,12 +46,55 @@ def default_memory_mb(slots: int) -> int:
     return int(psutil.virtual_memory().total / 2**20 / max(1, slots))
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
     try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def _tree_pids(pid: int) -> list[int]:
+    """pid and all its descendants, read from /proc/<pid>/task/*/children: a few file
+    reads, where psutil's children() scans every process on the machine."""
+    if not os.path.exists("/proc/self/task"):
+        try:
+            root = psutil.Process(pid)
+            return [pid, *(c.pid for c in root.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
+    found, i = [pid], 0
+    while i < len(found):
+        found += _children(found[i])
+        i += 1
+    return found
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    procs = []
+    for p in _tree_pids(pid):
+        try:
+            procs.append(psutil.Process(p))
+        except psutil.NoSuchProcess:
+            pass
+    return procs
+
+
+def _tree_rss_mb(pid: int) -> float:
+    total = 0
+    for p in _tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 2**20
 
 
 def _marked(marker: str) -> list[psutil.Process]:
@@ -72,16 +115,6 @@ def _signal_all(procs: list[psutil.Process], sig: int) -> None:
             p.send_signal(sig)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-
-
-def _rss_mb(procs: list[psutil.Process]) -> float:
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
-    return total / 2**20
 
 
 async def _pump(stream: asyncio.StreamReader, tail: Tail, scanner: MetricsScanner | None) -> None:
@@ -156,8 +189,7 @@ class Runner:
         waiter = asyncio.create_task(proc.wait())  # done only once its pipes close, too
         try:
             while proc.returncode is None:  # set as soon as the program itself exits
-                procs = _tree(proc.pid)
-                rss = _rss_mb(procs)
+                rss = _tree_rss_mb(proc.pid)
                 peak = max(peak, rss)
                 if rss > memory_cap:
                     reason = f"memory limit ({rss:.0f} MB > {memory_cap} MB)"

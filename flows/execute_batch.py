@@ -1,0 +1,85 @@
+"""`execute-batch`: run the latest program of each paper on this machine's devices (one
+NeuronCore per job on trn1) and record the results. It takes paper ids, never code.
+`execute-batch/trainium` runs on the `trainium` work pool, i.e. on the trn1 machine."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from blocks.errors import UnknownPaperError
+from blocks.settings import filesystem, load_settings, paper_index
+from tasks.execute import (
+    failed_before_running,
+    limits,
+    prepare_job,
+    publish_cloudwatch,
+    queue,
+    record_result,
+    worker_config,
+)
+from trainium_worker import ExecutionResult
+from trainium_worker.devices import discover
+from trainium_worker.job import Job
+from trainium_worker.runner import Runner
+
+
+@task(name="prepare-jobs", retries=2, cache_policy=NO_CACHE, persist_result=False)
+def prepare_jobs(paper_ids: list[str], timeout_s: float | None, profile: bool,
+                 allow_network: bool) -> tuple[list[Job], list[ExecutionResult]]:
+    """Jobs for the papers whose code is in storage; a failure result for the others."""
+    s = load_settings()
+    index, code_fs = paper_index(s), filesystem("code", s)
+    jobs, failed = [], []
+    for pid in paper_ids:
+        try:
+            paper = queue(index, pid)
+        except UnknownPaperError as e:
+            get_run_logger().warning("skipped: %s", e)
+            continue
+        try:
+            jobs.append(prepare_job(paper, code_fs, limits(s, timeout_s), profile=profile, allow_network=allow_network))
+        except ValueError as e:
+            version = paper.code_versions[-1].version if paper.code_versions else 1
+            failed.append(failed_before_running(pid, version, str(e)))
+    return jobs, failed
+
+
+@task(name="record-results", retries=3, retry_delay_seconds=[2, 10, 30], cache_policy=NO_CACHE, persist_result=False)
+def record_results(results: list[tuple[ExecutionResult, dict[str, bytes]]]) -> None:
+    s = load_settings()
+    index, results_fs = paper_index(s), filesystem("results", s)
+    for result, files in results:
+        if result.code_version and index.get(result.paper_id):
+            record_result(index, results_fs, result, files)
+
+
+@flow(name="execute-batch", log_prints=True)
+async def execute_batch(paper_ids: list[str], timeout_s: float | None = None, profile: bool = False,
+                        allow_network: bool = False) -> list[ExecutionResult]:
+    """Run each paper's latest program, as many at once as there are devices."""
+    log = get_run_logger()
+    s = load_settings()
+    jobs, failed = prepare_jobs(paper_ids, timeout_s, profile, allow_network)
+    config = worker_config(s)
+    runner = Runner(discover(config), config)
+    log.info("%d jobs on %s (isolation: %s)", len(jobs), ", ".join(d.label for d in runner.devices), runner.isolation)
+    ran = await runner.run_batch(jobs)
+    record_results(ran + [(r, {}) for r in failed])
+    results = [r for r, _ in ran] + failed
+    if s.cloudwatch:
+        await asyncio.to_thread(publish_cloudwatch, results, s.instance_type, s.aws_region, s.cloudwatch_endpoint_url)
+    await create_table_artifact(
+        key="execute-batch",
+        table=[{
+            "paper": r.paper_id, "version": r.code_version, "success": r.success,
+            "seconds": r.execution_time, "peak MB": r.peak_memory_mb, "device": r.device,
+            "metrics": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(r.metrics.items())[:4]),
+            "error": r.error or "",
+        } for r in results],
+        description=f"{sum(r.success for r in results)} of {len(results)} programs ran to completion",
+    )
+    return results

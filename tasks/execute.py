@@ -1,0 +1,108 @@
+"""The execution stage around the Trainium worker: turn paper ids into jobs (the code
+comes from storage, never through flow parameters), and record each result: outputs to
+the results store, a summary on the paper's code version, the paper's new status."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from prefect.filesystems import WritableFileSystem
+
+from blocks.index import PaperIndex
+from blocks.paper import CodeArtifact, Paper, PaperStatus
+from blocks.settings import Settings
+from tasks.storage import put_once, read_object, result_key
+from trainium_worker import ExecutionResult
+from trainium_worker.job import Job, Limits, WorkerConfig
+
+#: Metrics copied onto the paper's code version (all of them stay in result.json).
+SUMMARY_METRICS = 8
+
+
+def worker_config(s: Settings) -> WorkerConfig:
+    extra = {"python": s.worker_python} if s.worker_python else {}
+    return WorkerConfig(
+        work_root=s.work_root or s.home_dir / "jobs", cpu_slots=s.cpu_slots,
+        compile_cache=s.neuron_compile_cache, data_dir=s.data_dir, isolation=s.isolation, **extra,
+    )
+
+
+def limits(s: Settings, timeout_s: float | None = None) -> Limits:
+    return Limits(timeout_s=timeout_s or s.execution_timeout_s, memory_mb=s.execution_memory_mb,
+                  output_bytes=s.execution_output_mb * 2**20)
+
+
+def latest_code(paper: Paper) -> CodeArtifact | None:
+    return paper.code_versions[-1] if paper.code_versions else None
+
+
+def prepare_job(paper: Paper, code_fs: WritableFileSystem, job_limits: Limits, *,
+                profile: bool = False, allow_network: bool = False) -> Job:
+    """The job for a paper's latest code version. Raises ValueError when there is none."""
+    artifact = latest_code(paper)
+    if artifact is None:
+        raise ValueError(f"paper {paper.id} has no generated code")
+    code = read_object(code_fs, artifact.code_key)
+    if code is None:
+        raise ValueError(f"paper {paper.id}: code {artifact.code_key} is missing from storage")
+    return Job(paper_id=paper.id, code=code.decode(), version=artifact.version, attempt=artifact.version,
+               limits=job_limits, profile=profile, allow_network=allow_network)
+
+
+def queue(index: PaperIndex, paper_id: str) -> Paper:
+    """A generated (or failed, for a re-run) paper moves to queued; a queued one stays."""
+    paper = index.require(paper_id)
+    if paper.status in (PaperStatus.GENERATED, PaperStatus.EXECUTION_FAILED):
+        paper = index.transition(paper_id, PaperStatus.QUEUED, "dispatched to execute-batch")
+    return paper
+
+
+def record_result(index: PaperIndex, results_fs: WritableFileSystem, result: ExecutionResult,
+                  files: dict[str, bytes]) -> Paper:
+    """Store the run's outputs and attach its summary to the paper. Each run gets its own
+    folder (write-once storage), so re-running a version never overwrites an earlier run."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    folder = f"run-{stamp}"
+    key = result_key(result.paper_id, result.code_version, f"{folder}/result.json")
+    put_once(results_fs, result_key(result.paper_id, result.code_version, f"{folder}/stdout.txt"), result.stdout.encode())
+    put_once(results_fs, result_key(result.paper_id, result.code_version, f"{folder}/stderr.txt"), result.stderr.encode())
+    for name, data in files.items():
+        put_once(results_fs, result_key(result.paper_id, result.code_version, f"{folder}/{name}"), data)
+    put_once(results_fs, key, result.model_dump_json(indent=2).encode())
+    summary = dict(list(result.metrics.items())[:SUMMARY_METRICS])
+
+    def attach(paper: Paper) -> Paper:
+        versions = [
+            v.model_copy(update={"result_key": key, "success": result.success, "error": result.error, "metrics": summary})
+            if v.version == result.code_version else v
+            for v in paper.code_versions
+        ]
+        status = PaperStatus.EXECUTED if result.success else PaperStatus.EXECUTION_FAILED
+        if paper.status != PaperStatus.QUEUED:
+            paper = paper.advance(PaperStatus.QUEUED, "result arrived for an unqueued paper")
+        return paper.advance(status, result.error, code_versions=versions, error=result.error)
+
+    return index.update(result.paper_id, attach)
+
+
+def failed_before_running(paper_id: str, version: int, reason: str) -> ExecutionResult:
+    return ExecutionResult(paper_id=paper_id, code_version=version, success=False, error=reason)
+
+
+def publish_cloudwatch(results: list[ExecutionResult], instance_type: str, region: str | None = None,
+                       endpoint_url: str | None = None) -> int:
+    """Numeric metrics of each run to CloudWatch, namespace Trainium/Training, dimensions
+    PaperId and InstanceType. Returns how many data points were sent."""
+    import boto3
+
+    cw = boto3.client("cloudwatch", region_name=region or "us-east-1", endpoint_url=endpoint_url)
+    sent = 0
+    for r in results:
+        dims = [{"Name": "PaperId", "Value": r.paper_id}, {"Name": "InstanceType", "Value": instance_type}]
+        values = {"ExecutionTime": r.execution_time, "Success": float(r.success), "PeakMemoryMB": r.peak_memory_mb}
+        values |= {k: float(v) for k, v in r.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        data = [{"MetricName": k, "Dimensions": dims, "Value": v} for k, v in values.items()]
+        for i in range(0, len(data), 20):
+            cw.put_metric_data(Namespace="Trainium/Training", MetricData=data[i : i + 20])
+        sent += len(data)
+    return sent
