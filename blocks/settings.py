@@ -19,7 +19,7 @@ from blocks.errors import ConfigError
 from blocks.index import PaperIndex
 
 PREFIX = "ANNAPURNA_"
-StoreKind = Literal["raw", "code", "results"]
+StoreKind = Literal["raw", "code", "results", "cache"]
 STORE_KINDS: tuple[StoreKind, ...] = ("raw", "code", "results")
 
 
@@ -71,6 +71,24 @@ class Settings(BaseSettings):
     cloudwatch: bool = False
     cloudwatch_endpoint_url: str | None = None
     instance_type: str = "trn1.2xlarge"
+
+    llm: Literal["replay", "bedrock"] = "replay"
+    llm_model: str = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+    llm_replay_dir: Path = Path(__file__).resolve().parents[1] / "deployments" / "llm_replay"
+    llm_temperature: float = Field(0.2, ge=0, le=1)
+    llm_max_tokens: int = Field(4096, ge=256)
+    llm_price_in_per_m: float = Field(0.80, ge=0, description="dollars per 1M input tokens")
+    llm_price_out_per_m: float = Field(4.00, ge=0, description="dollars per 1M output tokens")
+    llm_concurrency: int = Field(4, ge=1)
+    interests: str = (
+        "efficient training of neural networks; transformers and attention; optimizers and "
+        "normalisation; parameter-efficient fine-tuning; small models that train on one accelerator"
+    )
+    interest_keywords: str = "transformer,attention,optimizer,normalization,normalisation,adapter,lora,training,fine-tuning,pretraining"
+    prefilter_threshold: float = Field(0.08, ge=0, le=1)
+    duplicate_threshold: float = Field(0.9, ge=0, le=1)
+    repair_attempts: int = Field(2, ge=0, le=5)
+    trn1_price_per_hour: float = Field(1.34, ge=0)
 
     @property
     def home_dir(self) -> Path:
@@ -159,8 +177,12 @@ def paper_index(settings: Settings | None = None) -> PaperIndex:
 
 
 def filesystem(kind: StoreKind, settings: Settings | None = None) -> WritableFileSystem:
-    """The filesystem block holding one kind of object: raw papers, code, or results."""
+    """The filesystem block holding one kind of object: raw papers, code, results, or the
+    cache of paid model calls (kept with the results, under llm-cache/)."""
     s = settings or load_settings()
+    folder = ""
+    if kind == "cache":
+        kind, folder = "results", "llm-cache"
     saved = getattr(s, f"{kind}_storage_block")
     if saved:
         return _load_block(saved, _env_name(f"{kind}_storage_block"), WritableFileSystem)
@@ -170,12 +192,13 @@ def filesystem(kind: StoreKind, settings: Settings | None = None) -> WritableFil
 
         return S3Bucket(
             bucket_name=getattr(s, f"{kind}_bucket"),
+            bucket_folder=folder,
             credentials=AwsCredentials(
                 region_name=s.aws_region,
                 aws_client_parameters=AwsClientParameters(endpoint_url=s.s3_endpoint_url),
             ),
         )
-    return LocalFileSystem(basepath=str(s.home_dir / "storage" / kind))
+    return LocalFileSystem(basepath=str(s.home_dir / "storage" / (folder or kind)))
 
 
 def openreview_password(settings: Settings) -> str | None:
@@ -187,3 +210,22 @@ def openreview_password(settings: Settings) -> str | None:
                              "ANNAPURNA_OPENREVIEW_PASSWORD_SECRET", Secret)
         return secret.get()
     return settings.openreview_password.get_secret_value() if settings.openreview_password else None
+
+
+def cache_storage_slug(settings: Settings | None = None) -> str:
+    """The cache of paid model calls as a saved block, which Prefect requires for a task's
+    result storage: saved once under a name derived from where it points."""
+    import hashlib
+
+    s = settings or load_settings()
+    if s.results_storage_block:
+        return s.results_storage_block
+    fs = filesystem("cache", s)
+    where = getattr(fs, "basepath", None) or f"{getattr(fs, 'bucket_name', '')}/{getattr(fs, 'bucket_folder', '')}"
+    name = "annapurna-llm-cache-" + hashlib.sha256(str(where).encode()).hexdigest()[:10]
+    slug = f"{fs.get_block_type_slug()}/{name}"
+    try:
+        fs.save(name, overwrite=True, _sync=True)
+    except Exception as e:
+        raise ConfigError(f"cannot save the model-call cache storage block {slug} ({e}); is the Prefect API reachable?") from None
+    return slug

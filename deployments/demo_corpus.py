@@ -57,12 +57,15 @@ DEMO_PAPERS = [
 
 
 def make_pdf(paper: DemoPaper) -> bytes:
-    """A real two-page PDF: title, authors and abstract, then the body."""
+    """A real two-page PDF: title, authors and abstract, then the body. Deterministic."""
     doc = pymupdf.open()
     page = doc.new_page()
     page.insert_textbox(pymupdf.Rect(72, 72, 540, 140), paper.title, fontsize=16, fontname="helv")
     page.insert_textbox(pymupdf.Rect(72, 150, 540, 180), ", ".join(paper.authors), fontsize=11)
     page.insert_textbox(pymupdf.Rect(72, 200, 540, 500), "Abstract. " + paper.abstract, fontsize=11)
     doc.new_page().insert_textbox(pymupdf.Rect(72, 72, 540, 770), paper.body, fontsize=11)
-    data = doc.tobytes(garbage=3, deflate=True)
+    # the same paper always gives the same bytes, as a re-download does
+    doc.set_metadata({"title": paper.title, "author": ", ".join(paper.authors), "creationDate": "D:20250101000000Z",
+                      "modDate": "D:20250101000000Z", "producer": "annapurna demo corpus"})
+    data = doc.tobytes(garbage=3, deflate=True, no_new_id=True)
     return data[: len(data) // 3] if paper.corrupt_pdf else data
