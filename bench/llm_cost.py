@@ -41,7 +41,7 @@ def chain(ids: list[str]) -> tuple[Usage, int, int]:
     from flows.execute_batch import execute_batch
     from flows.process_papers import process_papers, repair_papers
 
-    first = process_papers(paper_ids=ids)
+    first = asyncio.run(process_papers(paper_ids=ids)).stages
     usage, cached, saved = first.usage, first.cached_calls, first.prefiltered_out
     runnable = [i for i in ids if paper_index().get(i).status == "generated"]
     asyncio.run(execute_batch(runnable, timeout_s=300))

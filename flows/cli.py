@@ -58,6 +58,7 @@ def scrape(
     max_papers: int = typer.Option(None, "--max", help="at most this many papers"),
     source: str = typer.Option(None, help="pick another source: openreview, pmlr, proceedings"),
     batch_size: int = typer.Option(25, help="papers per batch"),
+    until: str = typer.Option("execute", help="stop after: scrape, judge, generate or execute"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Scrape a venue (or arXiv) now, in this process, with the same flow the deployments run."""
@@ -67,20 +68,21 @@ def scrape(
     if venue.lower() == "arxiv":
         from flows.scrape_arxiv import scrape_arxiv
 
-        run = scrape_arxiv(search_term=search, max_papers=max_papers or 500, batch_size=batch_size, return_state=True)
+        run = scrape_arxiv(search_term=search, max_papers=max_papers or 500, batch_size=batch_size, until=until, return_state=True)
     else:
         from flows.scrape_conference import scrape_conference
 
         if year is None:
             raise typer.BadParameter("--year is required for a conference", param_hint="--year")
         run = scrape_conference(venue=venue, year=year, search_term=search, max_papers=max_papers,
-                                batch_size=batch_size, source=source, return_state=True)
+                                batch_size=batch_size, source=source, until=until, return_state=True)
     state = asyncio.run(run)
-    report = state.result(raise_on_failure=False)
-    if isinstance(report, BaseException):
-        raise report if isinstance(report, AnnapurnaError) else AnnapurnaError(f"scrape failed: {report}")
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException):
+        raise outcome if isinstance(outcome, AnnapurnaError) else AnnapurnaError(f"scrape failed: {outcome}")
+    report = outcome.scrape
     if as_json:
-        print(report.model_dump_json(indent=2))
+        print(outcome.model_dump_json(indent=2))
         return
     console.print(
         f"listed {report.listed}, selected {report.selected}: [green]{len(report.new)} new[/green], "
@@ -89,6 +91,10 @@ def scrape(
     )
     for pid, why in report.pdf_failures.items():
         console.print(f"  {pid}: {why}", highlight=False)
+    finals = {}
+    for status in outcome.chain.final.values():
+        finals[status] = finals.get(status, 0) + 1
+    console.print(f"after the chain (until {until}): {finals or 'nothing'}; execution: {outcome.chain.execution}")
 
 
 def main() -> None:

@@ -126,7 +126,7 @@ def repair(paper_ids: list[str], s: Settings | None = None) -> StageReport:
     return report
 
 
-def publish_stage_report(report: StageReport, s: Settings) -> None:
+def publish_stage_report(report: StageReport, s: Settings, more: str = "") -> None:
     u = report.usage
     create_markdown_artifact(
         key="llm-cost",
@@ -138,20 +138,24 @@ def publish_stage_report(report: StageReport, s: Settings) -> None:
             f"**cost**: {u.calls} model calls ({report.cached_calls} answered from the cache), "
             f"{u.input_tokens} input + {u.output_tokens} output tokens ({u.cached_tokens} cached), "
             f"${u.dollars:.4f} at ${s.llm_price_in_per_m}/${s.llm_price_out_per_m} per 1M tokens ({model_id(s)})"
+            + more
         ),
     )
 
 
 @flow(name="process-papers", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
-def process_papers(paper_ids: list[str] | None = None, title: str | None = None, recent_days: int | None = None,
-                         max_papers: int = 50, until: Stage = "generate") -> StageReport:
-    """Run the stages on papers chosen by id, by title search, or the most recent."""
+async def process_papers(paper_ids: list[str] | None = None, title: str | None = None,
+                         recent_days: int | None = None, max_papers: int = 50,
+                         until: Literal["judge", "generate", "execute"] = "generate",
+                         execution_batch_size: int = 10, wait_for_execution: bool = True):
+    """The chain for papers already indexed, chosen by id, by title search, or the most
+    recent: triage, judge, generate, and (with until="execute") run them on Trainium."""
+    from flows.chain import run_chain
+
     s = load_settings()
-    ensure_llm_limit(s)
     papers = select_papers(paper_index(s), paper_ids, title, recent_days, max_papers)
-    report = run_stages([p.id for p in papers], until, s)
-    get_run_logger().info("%s", report.model_dump(exclude={"paper_ids"}))
-    publish_stage_report(report, s)
+    report = await run_chain([p.id for p in papers], until, execution_batch_size, wait_for_execution, s)
+    get_run_logger().info("%s", report.stages.model_dump(exclude={"paper_ids"}))
     return report
 
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 
 from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
 
 from blocks.paper import Paper
+from flows.chain import ChainReport
 from tasks.scrape import ScrapeReport, batches, scrape_batch_task
 from tasks.sources.venues import SourceName
+
+class ScrapeAndChain(BaseModel):
+    scrape: ScrapeReport
+    chain: ChainReport
+
 
 #: Batches in flight at once; each downloads `download_concurrency` PDFs at a time.
 BATCHES_AT_ONCE = 2

@@ -21,7 +21,10 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.concurrency.asyncio import rate_limit
 
 from blocks.settings import load_settings
-from flows.scrape import publish_report, scrape_in_batches
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.chain import Until, run_chain
+from flows.scrape import ScrapeAndChain, publish_report, scrape_in_batches
 from tasks.scrape import ScrapeReport
 from tasks.sources.arxiv import DEFAULT_CATEGORIES, ArxivSource, build_query
 from tasks.sources.http import SourceError, new_session
@@ -75,7 +78,7 @@ async def list_arxiv(query: str, max_papers: int, page_size: int = 200) -> Listi
     return listing
 
 
-@flow(name="scrape-arxiv", log_prints=True)
+@flow(name="scrape-arxiv", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 async def scrape_arxiv(
     categories: list[str] = list(DEFAULT_CATEGORIES),
     search_term: str | None = None,
@@ -83,7 +86,10 @@ async def scrape_arxiv(
     max_papers: int = 500,
     batch_size: int = 25,
     page_size: int = 200,
-) -> ScrapeReport:
+    until: Until = "execute",
+    execution_batch_size: int = 10,
+    wait_for_execution: bool = True,
+) -> ScrapeAndChain:
     """Papers submitted since `since` (default: the start of the last successful run,
     or a day ago), newest first, at most `max_papers`."""
     log = get_run_logger()
@@ -96,4 +102,5 @@ async def scrape_arxiv(
     report = ScrapeReport(listed=len(listing.papers), problems=listing.problems)
     report = await scrape_in_batches(listing.papers, batch_size, None, report)
     await publish_report(f"arXiv since {since:%Y-%m-%d %H:%M}", report)
-    return report
+    chain = await run_chain(report.paper_ids, until, execution_batch_size, wait_for_execution)
+    return ScrapeAndChain(scrape=report, chain=chain)

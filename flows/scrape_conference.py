@@ -4,13 +4,15 @@ record "scraped"). `prefect deployment run scrape-conference/iclr` runs it."""
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.scrape import publish_report, scrape_in_batches
+from flows.chain import ChainReport, Until, run_chain
+from flows.scrape import ScrapeAndChain, publish_report, scrape_in_batches
 from tasks.scrape import ScrapeReport, add_abstracts, list_venue, select
 from tasks.sources.venues import canonical_venue, route
 
 
-@flow(name="scrape-conference", log_prints=True)
+@flow(name="scrape-conference", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=4))
 async def scrape_conference(
     venue: str = "ICLR",
     year: int = 2025,
@@ -20,9 +22,14 @@ async def scrape_conference(
     end_index: int | None = None,
     batch_size: int = 25,
     source: str | None = None,
-) -> ScrapeReport:
+    until: Until = "execute",
+    execution_batch_size: int = 10,
+    wait_for_execution: bool = True,
+) -> ScrapeAndChain:
     """List the venue, choose [start_index:end_index] matching `search_term` (at most
-    `max_papers`), then download and persist them in batches of `batch_size`."""
+    `max_papers`), download and persist them in batches of `batch_size`; then, up to
+    `until`, triage, judge, generate, and run the programs on Trainium in batches of
+    `execution_batch_size` (waiting for them, and repairing failures, if asked)."""
     log = get_run_logger()
     venue = canonical_venue(venue)
     name = route(venue, year, source)
@@ -40,4 +47,5 @@ async def scrape_conference(
     log.info("selected %d: %d new, %d already stored, %d PDF failures", report.selected, len(report.new),
              report.known, len(report.pdf_failures))
     await publish_report(f"{venue} {year} scrape", report)
-    return report
+    chain = await run_chain(report.paper_ids, until, execution_batch_size, wait_for_execution)
+    return ScrapeAndChain(scrape=report, chain=chain)

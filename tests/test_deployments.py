@@ -42,7 +42,7 @@ def test_deploy_all_then_run_scrape_conference_iclr_on_a_worker(home, prefect_se
         for name in ("scrape-conference/iclr", "scrape-conference/icml", "scrape-conference/neurips",
                      "scrape-conference/mlsys", "scrape-arxiv/nightly"):
             assert name in listed, listed
-        prefect("deployment", "run", "scrape-conference/iclr", "--param", "batch_size=4", env=env)
+        prefect("deployment", "run", "scrape-conference/iclr", "--param", "batch_size=4", "--param", "until=scrape", env=env)
         prefect("worker", "start", "--pool", "default", "--run-once", env=env, timeout=300)
 
     async def runs():

@@ -105,7 +105,7 @@ def served() -> int:
 
 
 def test_the_stages_with_the_replay_model(replay):
-    report = pp.process_papers(paper_ids=list(PAPERS))
+    report = asyncio.run(pp.process_papers(paper_ids=list(PAPERS))).stages
     index = paper_index()
     p = {i: index.get(i) for i in PAPERS}
     assert p["arxiv:2611.10007"].status is PaperStatus.REJECTED  # the pre-filter: no model call
@@ -132,12 +132,12 @@ def test_the_stages_with_the_replay_model(replay):
 
 
 def test_a_second_run_of_the_whole_stage_makes_zero_model_calls(replay, tmp_path, monkeypatch):
-    pp.process_papers(paper_ids=list(PAPERS))
+    asyncio.run(pp.process_papers(paper_ids=list(PAPERS)))
     calls = served()
     # the same papers, scraped again into a fresh index (a crash and a re-run), same storage
     monkeypatch.setenv("ANNAPURNA_SQLITE_PATH", str(tmp_path / "fresh.sqlite3"))
     paper_index().upsert([Paper(id=i, source="arxiv", venue="arXiv", title=t, abstract=a) for i, (t, a) in PAPERS.items()])
-    again = pp.process_papers(paper_ids=list(PAPERS))
+    again = asyncio.run(pp.process_papers(paper_ids=list(PAPERS))).stages
     assert served() == calls and again.usage.calls == 0 and again.usage.dollars == 0
     assert again.cached_calls == 6 + 4  # every judge and codegen answer from the cache
     assert paper_index().get("arxiv:2611.10001").status is PaperStatus.GENERATED
@@ -147,7 +147,7 @@ def test_a_runtime_failure_is_repaired_on_the_next_attempt(replay):
     from flows.execute_batch import execute_batch
 
     pid = "arxiv:2611.10006"
-    pp.process_papers(paper_ids=[pid])
+    asyncio.run(pp.process_papers(paper_ids=[pid]))
     first = asyncio.run(execute_batch([pid], timeout_s=120))[0]
     assert not first.success and "RuntimeError" in first.stderr
     assert paper_index().get(pid).status is PaperStatus.EXECUTION_FAILED

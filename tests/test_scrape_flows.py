@@ -73,9 +73,9 @@ def test_scrape_conference_persists_every_paper_and_records_every_pdf_failure(sc
     server = conference_server()
     with BackgroundReplay(server) as url:
         scrape_env(url)
-        report = asyncio.run(scrape_conference(venue="iclr", year=2025, batch_size=3))
+        report = asyncio.run(scrape_conference(venue="iclr", year=2025, batch_size=3, until="scrape")).scrape
         hits_after_first = dict(server.hits)
-        again = asyncio.run(scrape_conference(venue="iclr", year=2025, batch_size=3))
+        again = asyncio.run(scrape_conference(venue="iclr", year=2025, batch_size=3, until="scrape")).scrape
 
     s = load_settings()
     index, raw = paper_index(s), filesystem("raw", s)
@@ -105,8 +105,8 @@ def test_selection_by_term_range_and_max(scrape_env):
 
     with BackgroundReplay(conference_server()) as url:
         scrape_env(url)
-        report = asyncio.run(scrape_conference(venue="ICLR", year=2025, search_term="Attention",
-                                               start_index=1, end_index=9, max_papers=2, batch_size=1))
+        report = asyncio.run(scrape_conference(venue="ICLR", year=2025, search_term="Attention", until="scrape",
+                                               start_index=1, end_index=9, max_papers=2, batch_size=1)).scrape
     # attention papers in [1:9] are 2, 4 and 7; at most two of them
     assert report.paper_ids == ["openreview:FoRuM00002", "openreview:FoRuM00004"]
     assert sum(paper_index().counts().values()) == 2
@@ -124,7 +124,7 @@ def test_recorded_iclr_listing_through_the_flow(scrape_env):
         server.add(n["content"]["pdf"]["value"], Canned(GOOD, content_type="application/pdf"))
     with BackgroundReplay(server) as url:
         scrape_env(url)
-        report = asyncio.run(scrape_conference(venue="ICLR", year=2025))
+        report = asyncio.run(scrape_conference(venue="ICLR", year=2025, until="scrape")).scrape
     assert len(report.new) == 3 and not report.pdf_failures
     p = paper_index().get("openreview:Q6a9W6kzv5")
     assert p.extra["venue"] == "ICLR 2025 Oral" and p.pdf_key == "openreview/Q6a9W6kzv5/paper.pdf"
@@ -136,7 +136,7 @@ def test_missing_credentials_fail_the_flow_with_the_hint(scrape_env, monkeypatch
     with BackgroundReplay(conference_server()) as url:
         scrape_env(url)
         monkeypatch.delenv("ANNAPURNA_OPENREVIEW_USERNAME")
-        state = asyncio.run(scrape_conference(venue="ICLR", year=2025, return_state=True))
+        state = asyncio.run(scrape_conference(venue="ICLR", year=2025, return_state=True, until="scrape"))
     assert state.is_failed()
     with pytest.raises(Exception, match="ChallengeRequiredError.*ANNAPURNA_OPENREVIEW_USERNAME"):
         state.result()
@@ -157,7 +157,7 @@ def test_scrape_arxiv_pages_under_the_global_rate_limit(scrape_env):
         server.add_arxiv_page(2, Canned(atom_feed(entries[2:], total=4, start=2), content_type=xml))
         for i in range(4):
             server.add(f"/pdf/arxiv{i}.pdf", Canned(GOOD, content_type="application/pdf"))
-        report = asyncio.run(scrape_arxiv(max_papers=4, page_size=2))
+        report = asyncio.run(scrape_arxiv(max_papers=4, page_size=2, until="scrape")).scrape
     assert sorted(report.new) == [f"arxiv:2611.{i:05d}" for i in range(4)]
     times = [t for path, t in server.times if path == "/arxiv/api/query"]
     assert len(times) == 2 and times[1] - times[0] >= 2.5  # one request per 3 s (slot decay)
