@@ -3,9 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_HOME ?= $(CURDIR)/.demo/home
 
-.PHONY: demo demo-clean test bench install clean
+.PHONY: demo demo-stop demo-clean test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +20,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	ANNAPURNA_HOME=$(DEMO_HOME) $(PY) -m deployments.demo
+	$(PY) -m deployments.demo
+
+demo-stop:
+	$(PY) -m deployments.demo --stop
 
 demo-clean:
 	rm -rf $(CURDIR)/.demo

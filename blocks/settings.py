@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     llm: Literal["replay", "bedrock"] = "replay"
     llm_model: str = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
     llm_replay_dir: Path = Path(__file__).resolve().parents[1] / "deployments" / "llm_replay"
+    llm_replay_log: Path | None = Field(None, description="append every replayed call's key here (audits, tests)")
     llm_temperature: float = Field(0.2, ge=0, le=1)
     llm_max_tokens: int = Field(4096, ge=256)
     llm_price_in_per_m: float = Field(0.80, ge=0, description="dollars per 1M input tokens")

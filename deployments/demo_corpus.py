@@ -69,3 +69,20 @@ def make_pdf(paper: DemoPaper) -> bytes:
                       "modDate": "D:20250101000000Z", "producer": "annapurna demo corpus"})
     data = doc.tobytes(garbage=3, deflate=True, no_new_id=True)
     return data[: len(data) // 3] if paper.corrupt_pdf else data
+
+
+def demo_server(latency_s: float = 0.0):
+    """The replay server loaded with the demo corpus: ICLR 2025 on OpenReview (API v2
+    format, login required, as the real one) and each paper's PDF."""
+    from deployments.replay import Canned, ReplayServer, v2_note
+
+    server = ReplayServer(latency_s=latency_s)
+    notes = [
+        v2_note(d.forum, i + 1, "ICLR.cc/2025/Conference", "ICLR 2025 Poster", d.title, d.abstract, d.authors,
+                f"/pdf/{d.forum}.pdf")
+        for i, d in enumerate(DEMO_PAPERS)
+    ]
+    server.add_notes("or2", "ICLR.cc/2025/Conference", notes)
+    for d in DEMO_PAPERS:
+        server.add(f"/pdf/{d.forum}.pdf", Canned(make_pdf(d), content_type="application/pdf"))
+    return server

@@ -8,7 +8,7 @@ import asyncio
 from typing import Literal
 
 from prefect import get_run_logger
-from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact, create_table_artifact
+from prefect.artifacts import acreate_progress_artifact, acreate_table_artifact, aupdate_progress_artifact
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, Field
@@ -122,8 +122,7 @@ async def _finish(report: ChainReport, paper_ids: list[str], s: Settings) -> Cha
             "error": p.error or "",
         })
     if rows:
-        await asyncio.to_thread(create_table_artifact, table=rows, key="paper-outcomes",
-                                description=f"{len(rows)} papers and where they ended")
+        await acreate_table_artifact(table=rows, key="paper-outcomes", description=f"{len(rows)} papers and where they ended")
     u: Usage = report.stages.usage
     hours = report.execution_seconds / 3600
     await asyncio.to_thread(publish_stage_report, report.stages, s, (

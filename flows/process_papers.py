@@ -140,6 +140,7 @@ def publish_stage_report(report: StageReport, s: Settings, more: str = "") -> No
             f"${u.dollars:.4f} at ${s.llm_price_in_per_m}/${s.llm_price_out_per_m} per 1M tokens ({model_id(s)})"
             + more
         ),
+        _sync=True,  # also called from a worker thread of an async flow
     )
 
 

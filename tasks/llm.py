@@ -82,6 +82,7 @@ class ReplayChatModel(BaseChatModel):
     entry `{"error": {"Code": ..., "Message": ...}}` raises what Bedrock would raise."""
 
     directory: Path
+    log: Path | None = None
     _served: list[str] = PrivateAttr(default_factory=list)
 
     @property
@@ -106,6 +107,9 @@ class ReplayChatModel(BaseChatModel):
             at = _cursors.get(str(path), 0)
             _cursors[str(path)] = at + 1
         entry = entries[min(at, len(entries) - 1)]
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{key}\n")
         if "error" in entry:
             from botocore.exceptions import ClientError
 
@@ -138,7 +142,7 @@ def chat_model(s: Settings) -> BaseChatModel:
     if s.llm == "replay":
         if not s.llm_replay_dir.is_dir():
             raise ConfigError(f"ANNAPURNA_LLM_REPLAY_DIR={s.llm_replay_dir} is not a directory of recorded responses")
-        return ReplayChatModel(directory=s.llm_replay_dir)
+        return ReplayChatModel(directory=s.llm_replay_dir, log=s.llm_replay_log)
     from langchain_aws import ChatBedrockConverse
 
     return ChatBedrockConverse(model=s.llm_model, region_name=s.aws_region, temperature=s.llm_temperature,

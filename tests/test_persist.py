@@ -13,7 +13,6 @@ from conftest import shared_fixture
 
 from blocks.paper import Paper
 from blocks.settings import filesystem, load_settings, paper_index
-from deployments import demo
 from deployments.demo_corpus import DEMO_PAPERS, make_pdf
 from tasks.pdf import PdfError, extract_text
 from tasks.persist import persist_scraped
@@ -78,17 +77,6 @@ def test_a_bad_pdf_is_recorded_and_not_stored(home):
     stored = persist_scraped(paper("bad"), b"<html>", raw, index)
     assert stored.error.startswith("pdf: not a PDF") and stored.pdf_key is None
     assert read_object(raw, "openreview/bad/paper.pdf") is None
-
-
-def test_demo_runs_and_a_second_run_adds_nothing(home, capsys):
-    assert demo.main() == 0
-    assert demo.main() == 0
-    out = capsys.readouterr().out
-    assert "new this run: 4" in out and "new this run: 0" in out
-    papers = {p.id: p for p in paper_index().list_papers()}
-    assert len(papers) == 4
-    assert papers["openreview:dEm0BrOkEn4"].error.startswith("pdf: truncated PDF")
-    assert all(p.page_count == 2 for k, p in papers.items() if k != "openreview:dEm0BrOkEn4")
 
 
 def test_cli_prints_one_line_errors(home):

@@ -1,0 +1,45 @@
+"""What `make demo` does, headless: a real Prefect server, real workers for `default` and
+`trainium`, the demo corpus served on localhost, scrape-conference/iclr through to
+execution with the replay model. Every paper's final state and the run's artifacts."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+
+from blocks.paper import PaperStatus
+from blocks.sqlite_index import SQLitePaperIndex
+from deployments.demo import run_demo
+from tasks.storage import read_object
+
+
+def test_the_demo_end_to_end(tmp_path):
+    base = tmp_path / ".demo"
+    outcome = run_demo(base, keep_running=False, console=Console(width=120))
+    assert outcome["state"] == "Completed"
+    assert outcome["papers"] == {
+        "openreview:dEm0LoRA01": "executed",
+        "openreview:dEm0NoRm02": "executed",   # failed at v1, repaired from its error tail
+        "openreview:dEm0ReCiPe3": "rejected",  # by the local pre-filter: no model call
+        "openreview:dEm0BrOkEn4": "executed",  # damaged PDF recorded; judged from its abstract
+    }
+    keys = dict(outcome["artifacts"])
+    assert keys["paper-outcomes"] == "table" and keys["execute-batch"] == "table"
+    assert keys["llm-cost"] == "markdown" and keys["scrape-report"] == "markdown"
+    assert keys["execution-progress"] == "progress"
+
+    index = SQLitePaperIndex(path=str(base / "home" / "index.sqlite3"))
+    norm = index.get("openreview:dEm0NoRm02")
+    assert [v.success for v in norm.code_versions] == [False, True]
+    assert [h.status for h in norm.history] == ["scraped", "judged", "generated", "queued", "execution_failed",
+                                                "generated", "queued", "executed"]
+    broken = index.get("openreview:dEm0BrOkEn4")
+    assert broken.pdf_key is None and broken.verdict.relevant and broken.status is PaperStatus.EXECUTED
+    lora = index.get("openreview:dEm0LoRA01")
+    from prefect.filesystems import LocalFileSystem
+
+    result = json.loads(read_object(LocalFileSystem(basepath=str(base / "home" / "storage" / "results")),
+                                    lora.code_versions[-1].result_key))
+    assert result["success"] and result["isolation"] and len(result["metrics_series"]) == 4
+    assert lora.verdict.model == "replay:judge/openreview_dEm0LoRA01.json"
