@@ -27,7 +27,7 @@ from flows.chain import Until, run_chain
 from flows.scrape import ScrapeAndChain, publish_report, scrape_in_batches
 from tasks.scrape import ScrapeReport
 from tasks.sources.arxiv import DEFAULT_CATEGORIES, ArxivSource, build_query
-from tasks.sources.http import SourceError, new_session
+from tasks.sources.http import PermanentSourceError, SourceError, new_session, retry_unless_permanent
 from tasks.sources.listing import Listing
 
 ARXIV_LIMIT = "arxiv-api"
@@ -56,7 +56,8 @@ async def last_successful_start() -> datetime | None:
     return runs[0].start_time if runs else None
 
 
-@task(name="list-arxiv", retries=2, retry_delay_seconds=[10, 60], cache_policy=NO_CACHE, persist_result=False)
+@task(name="list-arxiv", retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_unless_permanent,
+      cache_policy=NO_CACHE, persist_result=False)
 async def list_arxiv(query: str, max_papers: int, page_size: int = 200) -> Listing:
     s = load_settings()
 
@@ -68,7 +69,7 @@ async def list_arxiv(query: str, max_papers: int, page_size: int = 200) -> Listi
     async with new_session(connections=1) as session:
         async for page in source.pages(session, query, max_papers):
             if isinstance(page, SourceError):
-                if "rejected the query" in str(page):
+                if isinstance(page, PermanentSourceError):
                     raise page
                 listing.problems.append(str(page))
             else:

@@ -130,11 +130,12 @@ from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from blocks.settings import filesystem, load_settings, paper_index  # noqa: E402
-from tasks.sources.http import new_session  # noqa: E402
+from tasks.sources.http import new_session, retry_unless_permanent  # noqa: E402
 from tasks.sources.venues import SourceName, openreview_source, proceedings_source  # noqa: E402
 
 
-@task(name="list-venue", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE, persist_result=False)
+@task(name="list-venue", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_unless_permanent,
+      cache_policy=NO_CACHE, persist_result=False)
 async def list_venue(venue: str, year: int, source: SourceName) -> Listing:
     """Every paper the source lists for the venue and year (no PDFs yet)."""
     s = load_settings()

@@ -11,7 +11,7 @@ import aiohttp
 from lxml import etree
 
 from tasks.sources.listing import Listing
-from tasks.sources.http import Retrying, SourceError, Throttle, request
+from tasks.sources.http import PermanentSourceError, Retrying, SourceError, Throttle, request
 
 ATOM = "http://www.w3.org/2005/Atom"
 OPENSEARCH = "http://a9.com/-/spec/opensearch/1.1/"
@@ -40,7 +40,7 @@ def parse_feed(body: bytes, where: str = "arXiv feed") -> ArxivPage:
     entries = root.findall(f"{{{ATOM}}}entry")
     for entry in entries:
         if _text(entry, "title") == "Error" and "/api/errors" in _text(entry, "id"):
-            raise SourceError(f"arXiv rejected the query: {_text(entry, 'summary')}")
+            raise PermanentSourceError(f"arXiv rejected the query: {_text(entry, 'summary')}")
     total = _text(root, "totalResults", OPENSEARCH)
     start = _text(root, "startIndex", OPENSEARCH)
     page = ArxivPage(total=int(total) if total else None, start=int(start or 0))
@@ -116,7 +116,7 @@ class ArxivSource:
                     raise SourceError(f"{where}: HTTP 400 without an error entry")
             except SourceError as e:
                 yield e
-                if "rejected the query" in str(e):
+                if isinstance(e, PermanentSourceError):
                     return
                 start += self.page_size
                 continue

@@ -23,6 +23,21 @@ class SourceError(AnnapurnaError):
     """A source answered with something we cannot use; the message says what and where."""
 
 
+class PermanentSourceError(SourceError):
+    """Asking again will not help (credentials refused, unknown venue, wrong host)."""
+
+
+def retry_unless_permanent(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn`: retry a failed source task unless its error is permanent."""
+    try:
+        state.result()
+    except PermanentSourceError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
 class DownloadError(SourceError):
     """A file could not be downloaded as a PDF."""
 

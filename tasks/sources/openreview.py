@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import aiohttp
 import orjson
 
-from tasks.sources.http import Retrying, SourceError, request
+from tasks.sources.http import PermanentSourceError, Retrying, SourceError, request
 from tasks.sources.listing import Listing
 
 V2_URL = "https://api2.openreview.net"
@@ -34,7 +34,7 @@ CREDENTIALS_HINT = (
 def venue_id(venue: str, year: int) -> str:
     group = VENUE_GROUPS.get(venue.upper())
     if not group:
-        raise SourceError(f"OpenReview: unknown venue {venue!r}; known: ICLR, NeurIPS, ICML")
+        raise PermanentSourceError(f"OpenReview: unknown venue {venue!r}; known: ICLR, NeurIPS, ICML")
     return f"{group}/{year}/Conference"
 
 
@@ -165,7 +165,7 @@ class OpenReviewSource:
                                  ok=frozenset({200, 400, 401, 403}))
             self.budget.update(resp.headers)
             if resp.status != 200:
-                raise SourceError(f"OpenReview login at {base} refused (HTTP {resp.status}); check the credentials: {CREDENTIALS_HINT}")
+                raise PermanentSourceError(f"OpenReview login at {base} refused (HTTP {resp.status}); check the credentials: {CREDENTIALS_HINT}")
             self._tokens[base] = json.loads(resp.body)["token"]
         return {"Authorization": f"Bearer {self._tokens[base]}"}
 
@@ -180,7 +180,7 @@ class OpenReviewSource:
         self.budget.update(resp.headers)
         if resp.status == 403:
             if b"ChallengeRequired" in resp.body:
-                raise SourceError(f"OpenReview refused to list {vid} (403 ChallengeRequiredError): "
+                raise PermanentSourceError(f"OpenReview refused to list {vid} (403 ChallengeRequiredError): "
                                   f"anonymous listing is not allowed; {CREDENTIALS_HINT}")
             raise SourceError(f"{where}: HTTP 403 {resp.body[:200]!r}")
         return parse_notes(resp.body, where, self.web_url)
@@ -207,7 +207,7 @@ class OpenReviewSource:
             first = results[0]
             if offsets[0] == 0 and not isinstance(first, BaseException) and not first.papers:
                 other = "v1 (api.openreview.net)" if base == self.v2_url else "v2 (api2.openreview.net)"
-                raise SourceError(
+                raise PermanentSourceError(
                     f"OpenReview {base} answered no papers for {vid}. A venue id sent to the wrong API "
                     f"host answers an empty list: is {year} on the {other} host, or not yet published?"
                 )
