@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     duplicate_threshold: float = Field(0.9, ge=0, le=1)
     repair_attempts: int = Field(2, ge=0, le=5)
     trn1_price_per_hour: float = Field(1.34, ge=0)
+    trn1_instance_id: str | None = None
+    ec2_endpoint_url: str | None = None
+    idle_stop_minutes: int = Field(30, ge=1)
 
     @property
     def home_dir(self) -> Path:

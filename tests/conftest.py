@@ -66,7 +66,7 @@ def prefect_server():
 
 
 @pytest.fixture(scope="session")
-def moto_s3():
+def moto_server():
     """A moto server in its own process, speaking S3 over HTTP on localhost."""
     port = free_port()
     proc = subprocess.Popen(

@@ -70,15 +70,15 @@ def test_execute_batch_records_results_in_storage_and_index(home, prefect_server
     assert len(runs) == 2
 
 
-def test_cloudwatch_metrics_reach_a_moto_server(home, prefect_server, moto_s3, monkeypatch):
+def test_cloudwatch_metrics_reach_a_moto_server(home, prefect_server, moto_server, monkeypatch):
     from flows.execute_batch import execute_batch
 
     monkeypatch.setenv("ANNAPURNA_CLOUDWATCH", "true")
-    monkeypatch.setenv("ANNAPURNA_CLOUDWATCH_ENDPOINT_URL", moto_s3)
+    monkeypatch.setenv("ANNAPURNA_CLOUDWATCH_ENDPOINT_URL", moto_server)
     monkeypatch.setenv("ANNAPURNA_AWS_REGION", "us-east-1")
     seed("arxiv:2611.00010", TRAIN)
     asyncio.run(execute_batch(["arxiv:2611.00010"], timeout_s=120))
-    cw = boto3.client("cloudwatch", endpoint_url=moto_s3, region_name="us-east-1")
+    cw = boto3.client("cloudwatch", endpoint_url=moto_server, region_name="us-east-1")
     metrics = cw.list_metrics(Namespace="Trainium/Training")["Metrics"]
     names = {m["MetricName"] for m in metrics if {"Name": "PaperId", "Value": "arxiv:2611.00010"} in m["Dimensions"]}
     assert {"ExecutionTime", "Success", "PeakMemoryMB", "training_loss", "val_mse"} <= names

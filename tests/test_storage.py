@@ -17,11 +17,11 @@ def local_settings(home):
 
 
 @pytest.fixture
-def s3_settings(home, monkeypatch, moto_s3):
+def s3_settings(home, monkeypatch, moto_server):
     monkeypatch.setenv("ANNAPURNA_STORAGE", "s3")
-    monkeypatch.setenv("ANNAPURNA_S3_ENDPOINT_URL", moto_s3)
+    monkeypatch.setenv("ANNAPURNA_S3_ENDPOINT_URL", moto_server)
     monkeypatch.setenv("ANNAPURNA_AWS_REGION", "us-east-1")
-    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1")
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     for kind in STORE_KINDS:
         bucket = f"test-{kind}-{home.parent.name}".lower().replace("_", "-")[:63]
         monkeypatch.setenv(f"ANNAPURNA_{kind.upper()}_BUCKET", bucket)
@@ -61,10 +61,10 @@ def test_the_three_stores_are_separate(settings):
     assert [read_object(fs, "arxiv/1/v1/thing") for fs in stores.values()] == [b"raw", b"code", b"results"]
 
 
-def test_s3_objects_land_in_the_configured_buckets(s3_settings, moto_s3):
+def test_s3_objects_land_in_the_configured_buckets(s3_settings, moto_server):
     settings = s3_settings
     put_once(filesystem("code", settings), code_key("arxiv:9", 1), b"print('hi')")
-    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1")
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     body = s3.get_object(Bucket=settings.code_bucket, Key="arxiv/9/v1/program.py")["Body"].read()
     assert body == b"print('hi')"
 
