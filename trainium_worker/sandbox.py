@@ -97,9 +97,17 @@ def bwrap_prefix(workdir: Path, allow_network: bool, extra_ro: list[Path] | None
     return cmd + ["--"]
 
 
+def _under_tmp(cmd: list[str]) -> list[Path]:
+    """The interpreter's environment, when it lives under /tmp (which bwrap replaces with
+    an empty tmpfs): it is bound back read-only."""
+    exe = Path(cmd[0])
+    roots = {exe.parent.parent, exe.resolve().parent.parent}
+    return sorted(r for r in roots if r.parts[:2] == ("/", "tmp") and len(r.parts) > 2)
+
+
 def wrap(cmd: list[str], level: str, workdir: Path, allow_network: bool) -> list[str]:
     if level == "bwrap":
-        return bwrap_prefix(workdir, allow_network) + cmd
+        return bwrap_prefix(workdir, allow_network, _under_tmp(cmd)) + cmd
     if level == "unshare":
         return _unshare_prefix(allow_network) + cmd
     return cmd
