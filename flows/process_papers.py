@@ -24,6 +24,7 @@ from tasks.stages import (
     digest,
     generate_task,
     judge_task,
+    next_version,
     prefilter_task,
     store_generation,
 )
@@ -74,9 +75,11 @@ def ensure_llm_limit(s: Settings) -> None:
         client.upsert_global_concurrency_limit_by_name(LLM_LIMIT, limit=s.llm_concurrency)
 
 
-def run_stages(paper_ids: list[str], until: Stage = "generate", s: Settings | None = None) -> StageReport:
+def run_stages(paper_ids: list[str], until: Stage = "generate", s: Settings | None = None,
+               refresh: bool = False) -> StageReport:
     """Pre-filter and judge the scraped papers among `paper_ids`, then write code for the
-    judged ones. Called inside a flow; tasks fan out on the flow's bounded task runner."""
+    judged ones. Called inside a flow; tasks fan out on the flow's bounded task runner.
+    `refresh` asks the model again instead of the cache, and retries failed generations."""
     s = s or load_settings()
     index, cache, model = paper_index(s), cache_storage_slug(s), model_id(s)
     report = StageReport(paper_ids=list(paper_ids))
@@ -86,7 +89,7 @@ def run_stages(paper_ids: list[str], until: Stage = "generate", s: Settings | No
     if fresh:
         report.prefiltered_out = sum(not d.keep for d in prefilter_task(fresh))
     to_judge = [p for p in map(index.require, paper_ids) if p.status is PaperStatus.SCRAPED]
-    judge = judge_task.with_options(result_storage=cache)
+    judge = judge_task.with_options(result_storage=cache, refresh_cache=refresh or None)
     futures = judge.map([p.id for p in to_judge], [digest(p.title, p.abstract, p.content_hash) for p in to_judge],
                         unmapped(JUDGE_PROMPT), unmapped(model))
     for f in futures:
@@ -98,9 +101,10 @@ def run_stages(paper_ids: list[str], until: Stage = "generate", s: Settings | No
     if until == "judge":
         return report
 
-    to_generate = [p for p in map(index.require, paper_ids) if p.status is PaperStatus.JUDGED]
-    generate = generate_task.with_options(result_storage=cache)
-    futures = generate.map([p.id for p in to_generate], unmapped(1),
+    wanted = {PaperStatus.JUDGED} | ({PaperStatus.GENERATION_FAILED} if refresh else set())
+    to_generate = [p for p in map(index.require, paper_ids) if p.status in wanted]
+    generate = generate_task.with_options(result_storage=cache, refresh_cache=refresh or None)
+    futures = generate.map([p.id for p in to_generate], [next_version(p) for p in to_generate],
                            [digest(p.title, p.abstract, p.content_hash, p.verdict.reason if p.verdict else "") for p in to_generate],
                            unmapped(CODEGEN_PROMPT), unmapped(model))
     report.store_generations(futures, index)
@@ -117,7 +121,7 @@ def repair(paper_ids: list[str], s: Settings | None = None) -> StageReport:
               if p.status is PaperStatus.EXECUTION_FAILED and p.code_versions and len(p.code_versions) <= s.repair_attempts]
     generate = generate_task.with_options(result_storage=cache)
     futures = generate.map(
-        [p.id for p in failed], [p.code_versions[-1].version + 1 for p in failed],
+        [p.id for p in failed], [next_version(p) for p in failed],
         [digest(p.title, p.content_hash) for p in failed], unmapped(CODEGEN_PROMPT), unmapped(model),
         # the failed program and its reason, not where its run was stored (a re-run stores anew)
         [digest(p.code_versions[-1].sha256, p.code_versions[-1].error) for p in failed],

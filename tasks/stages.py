@@ -38,6 +38,18 @@ def digest(*parts: str | None) -> str:
     return hashlib.sha256("\x00".join(p or "" for p in parts).encode()).hexdigest()[:16]
 
 
+def next_version(paper: Paper) -> int:
+    """The next code version: after every stored version and every failed attempt."""
+    return max([v.version for v in paper.code_versions] + [paper.extra.get("generation_attempts", 0)]) + 1
+
+
+def with_usage(paper: Paper, outcome: GenerationOutcome) -> dict:
+    """The paper's generation tokens and dollars so far, this version's added."""
+    from tasks.llm import Usage
+
+    return (Usage(**paper.extra.get("generation_usage", {})) + outcome.usage).model_dump()
+
+
 # -- applying outcomes to the index ---------------------------------------------------------
 def apply_triage(index: PaperIndex, decision: TriageDecision) -> Paper:
     def change(p: Paper) -> Paper:
@@ -71,7 +83,8 @@ def store_generation(index: PaperIndex, outcome: GenerationOutcome) -> Paper:
     put_once(code_fs, code_key(outcome.paper_id, outcome.version, "generation.json"), json.dumps(meta, indent=2).encode())
     if outcome.program is None:
         return index.update(outcome.paper_id, lambda p: p.advance(
-            PaperStatus.GENERATION_FAILED, outcome.error, error=outcome.error))
+            PaperStatus.GENERATION_FAILED, outcome.error, error=outcome.error,
+            extra={**p.extra, "generation_usage": with_usage(p, outcome), "generation_attempts": outcome.version}))
     key = code_key(outcome.paper_id, outcome.version)
     sha = put_once(code_fs, key, outcome.program.code.encode())
     put_once(code_fs, code_key(outcome.paper_id, outcome.version, "plan.md"), outcome.program.plan.encode())
@@ -83,7 +96,8 @@ def store_generation(index: PaperIndex, outcome: GenerationOutcome) -> Paper:
 
     def change(p: Paper) -> Paper:
         versions = [v for v in p.code_versions if v.version != outcome.version] + [artifact]
-        extra = {**p.extra, "dataset": outcome.program.dataset}
+        extra = {**p.extra, "dataset": outcome.program.dataset, "generation_usage": with_usage(p, outcome),
+                 "generation_attempts": outcome.version}
         return p.advance(PaperStatus.GENERATED, f"code v{outcome.version}", code_versions=versions, extra=extra, error=None)
 
     return index.update(outcome.paper_id, change)
@@ -116,14 +130,14 @@ def judge_task(paper_id: str, content: str, prompt_version: str, model: str) -> 
 @task(name="generate", cache_policy=INPUTS + TASK_SOURCE, persist_result=True, **LLM_RETRIES)
 def generate_task(paper_id: str, version: int, content: str, prompt_version: str, model: str,
                   failure: str | None = None) -> GenerationOutcome:
-    """Version 1 from the paper; version N > 1 repairs version N-1 from its error tail
-    (`failure` is that tail's digest, part of the cache key)."""
+    """A program from the paper, or, with `failure` (a digest of the failed version and its
+    reason, part of the cache key), a repair of the latest version from its error tail."""
     s = load_settings()
     index = paper_index(s)
     paper = index.require(paper_id)
     previous = error_tail = None
-    if version > 1:
-        prior = next(v for v in paper.code_versions if v.version == version - 1)
+    if failure and paper.code_versions:  # a repair of the latest version
+        prior = paper.code_versions[-1]
         previous = (read_object(filesystem("code", s), prior.code_key) or b"").decode()
         error_tail = failure_tail(prior.result_key)
     with concurrency(LLM_LIMIT, occupy=1, strict=False):
