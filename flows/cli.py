@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -13,7 +14,46 @@ from blocks.errors import AnnapurnaError
 from blocks.settings import Settings, load_settings, paper_index
 
 app = typer.Typer(help="Annapurna: new ML papers, judged, implemented and run on Trainium.", no_args_is_help=True)
+papers_app = typer.Typer(help="Look at papers in the index.", no_args_is_help=True)
+app.add_typer(papers_app, name="papers")
 console = Console()
+JSON = typer.Option(False, "--json", help="print JSON")
+UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_since(text: str | None):
+    """'2d', '12h', '30m' or an ISO date/time -> an aware datetime (None stays None)."""
+    import re
+    from datetime import datetime, timedelta, timezone
+
+    if not text:
+        return None
+    m = re.fullmatch(r"(\d+)([dhm])", text.strip())
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        return datetime.now(timezone.utc) - timedelta(**{UNITS[unit]: n})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration like 2d / 12h or an ISO date", param_hint="--since") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def paper_rows(papers) -> list[dict]:
+    return [{"id": p.id, "status": p.status.value, "venue": f"{p.venue} {p.year or ''}".strip(), "title": p.title,
+             "updated": p.updated_at.isoformat(timespec="seconds"), "error": p.error or ""} for p in papers]
+
+
+def print_rows(rows: list[dict], as_json: bool, title: str = "") -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=title or None)
+    for col in (rows[0].keys() if rows else ["(none)"]):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
 
 
 def _settings_rows(settings: Settings) -> dict[str, str]:
@@ -95,6 +135,138 @@ def scrape(
     for status in outcome.chain.final.values():
         finals[status] = finals.get(status, 0) + 1
     console.print(f"after the chain (until {until}): {finals or 'nothing'}; execution: {outcome.chain.execution}")
+
+
+@app.command()
+def status(watch: bool = typer.Option(False, "--watch", help="refresh every 5 s"), as_json: bool = JSON) -> None:
+    """Papers per status, runs waiting per pool, the trn1 instance, recent failures, last day's spend."""
+    import time
+
+    from tasks.ops import status as board
+
+    while True:
+        b = board()
+        if as_json:
+            print(b.model_dump_json(indent=2))
+        else:
+            if watch:
+                console.clear()
+            console.print("papers: " + ", ".join(f"{k} {v}" for k, v in b.papers.items() if v) or "papers: none")
+            waiting = ", ".join(f"{pool}: {w.get('count', 0)} waiting (oldest {w.get('oldest_wait_s', 0):.0f} s)"
+                                if "count" in w else f"{pool}: {w.get('reason')}" for pool, w in b.waiting_runs.items())
+            console.print(f"runs waiting: {waiting or 'none'}")
+            console.print(f"trn1 instance: {b.instance}")
+            u = b.last_day
+            console.print(f"last day: {u.calls} model calls, {u.input_tokens + u.output_tokens} tokens, ${u.dollars:.4f}")
+            if b.failures:
+                print_rows(b.failures, False, "recent failures")
+        if not watch:
+            return
+        time.sleep(5)
+
+
+@papers_app.command("list")
+def papers_list(status_: str = typer.Option(None, "--status", help="e.g. executed, execution_failed"),
+                venue: str = typer.Option(None, help="e.g. ICLR"), since: str = typer.Option(None, help="2d, 12h or a date"),
+                limit: int = typer.Option(50), as_json: bool = JSON) -> None:
+    """Papers, most recently updated first."""
+    from blocks.paper import PaperStatus
+
+    try:
+        wanted = PaperStatus(status_) if status_ else None
+    except ValueError:
+        raise typer.BadParameter(f"unknown status {status_!r}; one of {', '.join(s.value for s in PaperStatus)}",
+                                 param_hint="--status") from None
+    print_rows(paper_rows(paper_index().list_papers(status=wanted, venue=venue, since=parse_since(since), limit=limit)),
+               as_json)
+
+
+@papers_app.command("search")
+def papers_search(text: str, limit: int = typer.Option(20), as_json: bool = JSON) -> None:
+    """Full-text search over titles and abstracts."""
+    print_rows(paper_rows(paper_index().search(text, limit=limit)), as_json)
+
+
+@papers_app.command("show")
+def papers_show(paper_id: str, as_json: bool = JSON) -> None:
+    """Every field of a paper: the verdict, every code version with its result and metrics."""
+    from tasks.ops import show
+
+    doc = show(paper_id)
+    if as_json:
+        print(json.dumps(doc, indent=2, default=str))
+        return
+    console.print(f"[bold]{doc['title']}[/bold]  ({doc['id']}, {doc['venue']} {doc['year'] or ''}) — {doc['status']}")
+    console.print(f"authors: {', '.join(doc['authors'])}\npdf: {doc['pdf_url']}  stored: {doc['pdf_key']}")
+    if doc["verdict"]:
+        v = doc["verdict"]
+        console.print(f"verdict: relevant={v['relevant']} relevance={v['relevance']} novelty={v['novelty']} "
+                      f"implementable={v['implementable']} ({v['model']}): {v['reason']}")
+    for h in doc["history"]:
+        console.print(f"  {h['at'][:19]}  {h['status']:<17} {h['reason'] or ''}", highlight=False)
+    for c in doc["code_versions"]:
+        r = c.get("result") or {}
+        console.print(f"code v{c['version']} ({c['code_key']}): success={c['success']} error={c['error']} "
+                      f"metrics={c['metrics']} time={r.get('execution_time')}s peak={r.get('peak_memory_mb')}MB "
+                      f"device={r.get('device')} isolation={r.get('isolation')}", highlight=False)
+    if doc["error"]:
+        console.print(f"[red]error:[/red] {doc['error']}", highlight=False)
+
+
+@papers_app.command("download")
+def papers_download(paper_id: str, directory: Path, code: bool = typer.Option(False, "--code"),
+                    results: bool = typer.Option(False, "--results"), pdf: bool = typer.Option(False, "--pdf"),
+                    as_json: bool = JSON) -> None:
+    """Copy a paper's code, results and/or PDF out of storage (all three if none is named)."""
+    from tasks.ops import download
+
+    everything = not (code or results or pdf)
+    files = download(paper_id, directory, code or everything, results or everything, pdf or everything)
+    if as_json:
+        print(json.dumps([str(f) for f in files]))
+    else:
+        for f in files:
+            console.print(str(f), highlight=False)
+
+
+@app.command("retry-failed")
+def retry_failed_cmd(stage: str = typer.Option(None, help="judge, generate or execute (default: all)"),
+                     since: str = typer.Option(None, help="2d, 12h or a date"),
+                     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be retried"),
+                     as_json: bool = JSON) -> None:
+    """Send failed papers through their stage again (the dead-letter replay)."""
+    import asyncio
+
+    from flows.retry_failed import failed_papers, retry_failed
+
+    if stage not in (None, "judge", "generate", "execute"):
+        raise typer.BadParameter("one of judge, generate, execute", param_hint="--stage")
+    todo = failed_papers(stage, parse_since(since))
+    if dry_run:
+        rows = [{"stage": k, "paper": p.id, "status": p.status.value, "reason": p.error or ""} for k, v in todo.items() for p in v]
+        print_rows(rows, as_json, "would retry")
+        return
+    result = asyncio.run(retry_failed(stage=stage, since=parse_since(since)))
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print_rows([{"paper": k, "now": v} for k, v in result.final.items()], False, "retried")
+
+
+@app.command()
+def report(since: str = typer.Option("7d", help="2d, 12h or a date"),
+           out: Path = typer.Option(None, help="also write the report as markdown here"), as_json: bool = JSON) -> None:
+    """Throughput, success rates per stage, cost per 100 papers, execution success rate."""
+    from tasks.ops import report as make_report
+    from tasks.ops import report_markdown
+
+    r = make_report(parse_since(since))
+    if out:
+        out.write_text(report_markdown(r))
+    if as_json:
+        print(r.model_dump_json(indent=2))
+    else:
+        console.print(report_markdown(r), highlight=False)
 
 
 def main() -> None:
