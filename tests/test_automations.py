@@ -63,3 +63,19 @@ def test_late_run_starts_the_instance_and_idleness_stops_it(home, prefect_server
     finally:
         os.killpg(worker.pid, 15)
         worker.wait(30)
+        asyncio.run(forget_automations())
+
+
+async def forget_automations() -> None:
+    """Leave the shared test server as it was: no automation firing, no run left waiting."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    async with get_client() as client:
+        for automation in await client.read_automations():
+            await client.delete_automation(automation.id)
+        waiting = await client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]))))
+        for run in waiting:
+            await client.delete_flow_run(run.id)
