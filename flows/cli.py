@@ -255,7 +255,9 @@ def retry_failed_cmd(stage: str = typer.Option(None, help="judge, generate or ex
 
 @app.command()
 def report(since: str = typer.Option("7d", help="2d, 12h or a date"),
-           out: Path = typer.Option(None, help="also write the report as markdown here"), as_json: bool = JSON) -> None:
+           out: Path = typer.Option(None, help="also write the report as markdown here"),
+           plot: Path = typer.Option(None, "--plot", help="also draw runs per day and loss curves to this PNG"),
+           as_json: bool = JSON) -> None:
     """Throughput, success rates per stage, cost per 100 papers, execution success rate."""
     from tasks.ops import report as make_report
     from tasks.ops import report_markdown
@@ -263,6 +265,10 @@ def report(since: str = typer.Option("7d", help="2d, 12h or a date"),
     r = make_report(parse_since(since))
     if out:
         out.write_text(report_markdown(r))
+    if plot:
+        from tasks.plot import plot as draw
+
+        draw(parse_since(since), plot)
     if as_json:
         print(r.model_dump_json(indent=2))
     else:

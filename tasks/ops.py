@@ -138,7 +138,7 @@ def report(since: datetime, s: Settings | None = None) -> Report:
     papers = paper_index(s).list_papers(since=since, limit=100000)
     statuses = Counter(p.status.value for p in papers)
     reached = lambda st: sum(1 for p in papers if any(h.status == st for h in p.history))  # noqa: E731
-    judged_any = reached("judged") + reached("rejected")
+    judged_any = sum(1 for p in papers if p.verdict is not None)  # answered by the judge
     executed = sum(1 for p in papers for v in p.code_versions if v.success is not None)
     succeeded = sum(1 for p in papers for v in p.code_versions if v.success)
     usage = Usage()
@@ -147,7 +147,8 @@ def report(since: datetime, s: Settings | None = None) -> Report:
     return Report(
         since=since.isoformat(), papers=len(papers), by_status=dict(statuses),
         per_day=dict(sorted(Counter(p.created_at.date().isoformat() for p in papers).items())),
-        judged_rate=(reached("judged") / judged_any) if judged_any else None,
+        judged_rate=(sum(1 for p in papers if p.verdict and p.verdict.relevant and p.verdict.implementable)
+                     / judged_any) if judged_any else None,
         generated_rate=(reached("generated") / reached("judged")) if reached("judged") else None,
         execution_success_rate=(succeeded / executed) if executed else None,
         usage=usage, dollars_per_100_papers=(usage.dollars / len(papers) * 100) if papers else None,
@@ -157,7 +158,7 @@ def report(since: datetime, s: Settings | None = None) -> Report:
 def report_markdown(r: Report) -> str:
     pct = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731
     lines = [f"# Annapurna report since {r.since[:16]}", "", f"{r.papers} papers", "",
-             "| stage | rate |", "|---|---|", f"| judged relevant (of judged) | {pct(r.judged_rate)} |",
+             "| stage | rate |", "|---|---|", f"| relevant and implementable (of papers the judge answered) | {pct(r.judged_rate)} |",
              f"| code generated (of relevant) | {pct(r.generated_rate)} |",
              f"| runs that trained (of runs) | {pct(r.execution_success_rate)} |", "",
              "| status | papers |", "|---|---|", *[f"| {k} | {v} |" for k, v in sorted(r.by_status.items())], "",

@@ -62,7 +62,11 @@ def test_operator_commands_on_a_real_run(home, prefect_server, tmp_path):
     assert would == [{"stage": "execute", "paper": NORM, "status": "execution_failed", "reason": "nonzero exit 1"}]
     assert json.loads(annapurna("retry-failed", "--stage", "judge", "--dry-run", "--json", env=env).stdout) == []
 
-    rep = json.loads(annapurna("report", "--since", "1d", "--json", "--out", str(tmp_path / "r.md"), env=env).stdout)
+    rep = json.loads(annapurna("report", "--since", "1d", "--json", "--out", str(tmp_path / "r.md"),
+                               "--plot", str(tmp_path / "day.png"), env=env).stdout)
+    png = (tmp_path / "day.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
     assert rep["papers"] == 4 and rep["execution_success_rate"] == 2 / 3 and rep["usage"]["calls"] == 6
     assert rep["dollars_per_100_papers"] > 0 and "runs that trained (of runs) | 67%" in (tmp_path / "r.md").read_text()
 
