@@ -77,13 +77,15 @@ def replay(tmp_path, home, monkeypatch, prefect_server):
     files = {
         "judge/arxiv_2611.10001": converse(verdict()),
         "judge/arxiv_2611.10002": converse(verdict(relevant=False)),
-        "judge/arxiv_2611.10003": [converse("I think this paper is quite relevant!"), converse("Still not JSON, sorry.")],
+        "judge/arxiv_2611.10003": [converse("I think this paper is quite relevant!"), converse("Still not JSON, sorry."),
+                                   converse(verdict())],  # a third ask (retry-failed) answers properly
         "judge/arxiv_2611.10004": [{"error": {"Code": "ThrottlingException", "Message": "Too many requests", "HTTPStatusCode": 429}},
                                    converse(verdict())],
         "judge/arxiv_2611.10005": converse(verdict()),
         "judge/arxiv_2611.10006": converse(verdict()),
         "codegen/arxiv_2611.10001": converse(program(GOOD_PROGRAM), 2000, 900),
         "codegen/arxiv_2611.10004": converse(program(GOOD_PROGRAM), 2000, 900),
+        "codegen/arxiv_2611.10003": converse(program(GOOD_PROGRAM), 2000, 900),
         "codegen/arxiv_2611.10005": [converse(program(BAD_CHECKS)), converse(program(BAD_CHECKS))],
         "codegen/arxiv_2611.10006": converse(program(FAILING_PROGRAM), 2000, 900),
         "codegen/arxiv_2611.10006.2": converse(program(GOOD_PROGRAM), 2600, 900),
@@ -190,3 +192,15 @@ def test_throttling_is_classified_as_retryable():
     denied = ClientError({"Error": {"Code": "AccessDeniedException"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Converse")
     server = ClientError({"Error": {"Code": "Whatever"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "Converse")
     assert llm.is_retryable(throttled) and llm.is_retryable(server) and not llm.is_retryable(denied)
+
+
+def test_retry_failed_asks_the_judge_again_instead_of_the_cache(replay):
+    from flows.retry_failed import failed_papers, retry_failed
+
+    asyncio.run(pp.process_papers(paper_ids=list(PAPERS)))
+    assert [p.id for p in failed_papers("judge", None)["judge"]] == ["arxiv:2611.10003"]
+    assert [p.id for p in failed_papers(None, None)["generate"]] == ["arxiv:2611.10005"]
+    result = asyncio.run(retry_failed(stage="judge"))
+    assert result.retried == {"judge": ["arxiv:2611.10003"]}
+    assert result.final == {"arxiv:2611.10003": "generated"}
+    assert paper_index().get("arxiv:2611.10003").error is None
