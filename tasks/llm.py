@@ -58,7 +58,7 @@ def is_retryable(exc: BaseException) -> bool:
 def retry_condition(task, task_run, state) -> bool:
     """Prefect `retry_condition_fn`: retry only what is worth retrying."""
     try:
-        state.result()
+        state.result(_sync=True)  # also from async tasks, where result() would be a coroutine
     except Exception as e:  # noqa: BLE001 - we classify, then decide
         return is_retryable(e)
     return False

@@ -168,3 +168,24 @@ def test_scrape_arxiv_pages_under_the_global_rate_limit(scrape_env):
 
     gcl = asyncio.run(limit())
     assert gcl.limit == 1 and abs(gcl.slot_decay_per_second - 1 / 3) < 1e-6
+
+
+def test_transient_source_errors_are_retried_and_permanent_ones_are_not(prefect_server):
+    from prefect import flow, task
+
+    from tasks.sources.http import PermanentSourceError, SourceError, retry_unless_permanent
+
+    calls = {"transient": 0, "permanent": 0}
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_unless_permanent)
+    async def failing(kind: str):
+        calls[kind] += 1
+        raise (PermanentSourceError if kind == "permanent" else SourceError)(f"{kind} failure")
+
+    @flow
+    async def both():
+        for kind in calls:
+            await failing(kind, return_state=True)
+
+    asyncio.run(both())
+    assert calls == {"transient": 3, "permanent": 1}

@@ -30,7 +30,7 @@ class PermanentSourceError(SourceError):
 def retry_unless_permanent(task, task_run, state) -> bool:
     """Prefect `retry_condition_fn`: retry a failed source task unless its error is permanent."""
     try:
-        state.result()
+        state.result(_sync=True)  # also from async tasks, where result() would be a coroutine
     except PermanentSourceError:
         return False
     except Exception:  # noqa: BLE001 - anything else may be transient
