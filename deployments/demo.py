@@ -75,6 +75,10 @@ class Stack:
         (self.base / "pids").unlink(missing_ok=True)
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def wait_healthy(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -122,7 +126,7 @@ def run_demo(base: Path, keep_running: bool = True, console: Console | None = No
             console.print(f"\nPrefect UI: [bold]http://127.0.0.1:{port}[/bold] (runs, artifacts, work pools)")
             if keep_running:
                 console.print("The server stays up for browsing. Ctrl-C (or `make demo-stop`) stops it.")
-                signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+                signal.signal(signal.SIGTERM, _interrupt)  # `make demo-stop` ends it like Ctrl-C
                 try:
                     while all(p.poll() is None for p in stack.procs[:1]):
                         time.sleep(1)

@@ -25,6 +25,7 @@ from trainium_worker import ExecutionResult
 from trainium_worker.devices import discover
 from trainium_worker.job import Job
 from trainium_worker.runner import Runner
+from trainium_worker.sandbox import report as isolation_report
 
 
 @task(name="prepare-jobs", retries=2, cache_policy=NO_CACHE, persist_result=False)
@@ -66,7 +67,8 @@ async def execute_batch(paper_ids: list[str], timeout_s: float | None = None, pr
     jobs, failed = prepare_jobs(paper_ids, timeout_s, profile, allow_network)
     config = worker_config(s)
     runner = Runner(discover(config), config)
-    log.info("%d jobs on %s (isolation: %s)", len(jobs), ", ".join(d.label for d in runner.devices), runner.isolation)
+    log.info("%d jobs on %s; isolation %s: %s", len(jobs), ", ".join(d.label for d in runner.devices),
+             runner.isolation, isolation_report(runner.isolation).note)
     ran = await runner.run_batch(jobs)
     record_results(ran + [(r, {}) for r in failed])
     results = [r for r, _ in ran] + failed

@@ -15,7 +15,7 @@ from typing import Any
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field
 
 from blocks.errors import AnnapurnaError, ConfigError
 from blocks.settings import Settings
@@ -83,7 +83,6 @@ class ReplayChatModel(BaseChatModel):
 
     directory: Path
     log: Path | None = None
-    _served: list[str] = PrivateAttr(default_factory=list)
 
     @property
     def _llm_type(self) -> str:

@@ -119,10 +119,6 @@ async def scrape_batch(session: aiohttp.ClientSession, papers: list[Paper], raw:
     return report
 
 
-def listing_report(listing: Listing) -> ScrapeReport:
-    return ScrapeReport(listed=len(listing.papers), problems=list(listing.problems))
-
-
 # -- Prefect tasks -------------------------------------------------------------------------
 # Scraping is idempotent through the index (stable ids, write-once storage), so these
 # tasks retry freely and are not cached: a re-run must see what is new since.
