@@ -64,9 +64,8 @@ def record_result(index: PaperIndex, results_fs: WritableFileSystem, result: Exe
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     folder = f"run-{stamp}"
     key = result_key(result.paper_id, result.code_version, f"{folder}/result.json")
-    put_once(results_fs, result_key(result.paper_id, result.code_version, f"{folder}/stdout.txt"), result.stdout.encode())
-    put_once(results_fs, result_key(result.paper_id, result.code_version, f"{folder}/stderr.txt"), result.stderr.encode())
-    for name, data in files.items():
+    outputs = {"stdout.txt": result.stdout.encode(), "stderr.txt": result.stderr.encode(), **files}
+    for name, data in outputs.items():
         put_once(results_fs, result_key(result.paper_id, result.code_version, f"{folder}/{name}"), data)
     put_once(results_fs, key, result.model_dump_json(indent=2).encode())
     summary = dict(list(result.metrics.items())[:SUMMARY_METRICS])

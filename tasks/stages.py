@@ -16,11 +16,12 @@ from blocks.index import PaperIndex
 from blocks.paper import CodeArtifact, Paper, PaperStatus
 from blocks.settings import filesystem, load_settings, paper_index
 from tasks.codegen import PROMPT_VERSION as CODEGEN_PROMPT
-from tasks.codegen import GenerationOutcome, generate_program
+from tasks.codegen import ERROR_TAIL_CHARS, GenerationOutcome, generate_program
 from tasks.judge import JudgeOutcome, judge_paper
-from tasks.llm import chat_model, retry_condition
+from tasks.llm import Usage, chat_model, retry_condition
 from tasks.storage import code_key, put_once, read_object
 from tasks.triage import TriageDecision, prefilter
+from trainium_worker.analysis import lines_of_code
 
 LLM_LIMIT = "llm-calls"
 LLM_RETRIES = dict(retries=4, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.5,
@@ -45,8 +46,6 @@ def next_version(paper: Paper) -> int:
 
 def with_usage(paper: Paper, outcome: GenerationOutcome) -> dict:
     """The paper's generation tokens and dollars so far, this version's added."""
-    from tasks.llm import Usage
-
     return (Usage(**paper.extra.get("generation_usage", {})) + outcome.usage).model_dump()
 
 
@@ -91,7 +90,7 @@ def store_generation(index: PaperIndex, outcome: GenerationOutcome) -> Paper:
     artifact = CodeArtifact(
         paper_id=outcome.paper_id, version=outcome.version, code_key=key, sha256=sha, model=outcome.model,
         prompt_version=CODEGEN_PROMPT,
-        lines_of_code=sum(1 for line in outcome.program.code.splitlines() if line.strip()),
+        lines_of_code=lines_of_code(outcome.program.code),
     )
 
     def change(p: Paper) -> Paper:
@@ -152,4 +151,4 @@ def failure_tail(result_key: str | None) -> str:
     if not data:
         return ""
     result = json.loads(data)
-    return (result.get("stderr") or "")[-2000:] + f"\n[{result.get('error')}]"
+    return (result.get("stderr") or "")[-ERROR_TAIL_CHARS:] + f"\n[{result.get('error')}]"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lxml import html
 
 from tasks.sources.http import SourceError
+from tasks.sources.listing import Listing
 
 
 def parse_html(body: bytes | str, where: str):
@@ -23,3 +24,13 @@ def text_of(el) -> str:
 def meta(doc, name: str) -> list[str]:
     """Every `<meta name=... content=...>` value for `name`, in page order."""
     return [m.get("content", "").strip() for m in doc.xpath(f'//meta[@name="{name}"]')]
+
+
+def listing_entries(body: bytes | str, where: str, selector: str, missing: str):
+    """A listing page's entries and an empty Listing to fill from them; a page with no
+    entries is a problem on that listing, not an error."""
+    entries = parse_html(body, where).cssselect(selector)
+    listing = Listing(total=len(entries))
+    if not entries:
+        listing.problems.append(f"{where}: {missing}")
+    return entries, listing

@@ -7,7 +7,7 @@ import re
 
 import aiohttp
 
-from tasks.sources.html_pages import meta, parse_html, text_of
+from tasks.sources.html_pages import listing_entries, meta, parse_html, text_of
 from tasks.sources.http import Retrying, SourceError, request
 from tasks.sources.listing import Listing
 
@@ -25,11 +25,7 @@ def _authors(text: str) -> list[str]:
 def parse_volume_page(body: bytes | str, volume: str, year: int | None = None, venue: str = "ICML") -> Listing:
     """A volume index page -> papers (no abstracts: those are on each paper's page)."""
     where = f"PMLR {volume} volume page"
-    doc = parse_html(body, where)
-    blocks = doc.cssselect("div.paper")
-    listing = Listing(total=len(blocks))
-    if not blocks:
-        listing.problems.append(f"{where}: no div.paper blocks (is {volume} a PMLR volume?)")
+    blocks, listing = listing_entries(body, where, "div.paper", f"no div.paper blocks (is {volume} a PMLR volume?)")
     for i, block in enumerate(blocks):
         links = {text_of(a).lower(): a.get("href") for a in block.cssselect("p.links a")}
         abs_url = links.get("abs") or ""

@@ -9,7 +9,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
-from tasks.sources.html_pages import meta, parse_html, text_of
+from tasks.sources.html_pages import listing_entries, meta, parse_html, text_of
 from tasks.sources.http import Retrying, SourceError, request
 from tasks.sources.listing import Listing
 
@@ -26,11 +26,7 @@ def parse_listing(body: bytes | str, site: str, year: int, base_url: str) -> Lis
     """A year page -> papers (titles, authors, links; abstracts come from each paper's page)."""
     venue = SITES[site][0]
     where = f"{venue} {year} listing"
-    doc = parse_html(body, where)
-    items = doc.cssselect("ul.paper-list > li")
-    listing = Listing(total=len(items))
-    if not items:
-        listing.problems.append(f"{where}: no ul.paper-list > li entries")
+    items, listing = listing_entries(body, where, "ul.paper-list > li", "no ul.paper-list > li entries")
     for i, li in enumerate(items):
         link = li.cssselect('a[title="paper title"]') or li.cssselect("a")
         href = link[0].get("href", "") if link else ""
