@@ -4,13 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-stop demo-clean test bench install clean
+.PHONY: demo demo-stop demo-clean test bench install clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=lenient
-	$(PY) -m pip install -q 'torch==2.13.0'  # CPU build from local disk here; generated programs need it
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]' --config-settings editable_mode=lenient
+	$(PY) -m pip install -q -c constraints.txt 'torch==2.13.0'  # CPU build from local disk here; generated programs need it
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
 	    apt-get install -y -q bubblewrap >/dev/null 2>&1; }; } || \
@@ -35,9 +35,13 @@ test: $(STAMP)
 
 # The benchmarks quoted in the README; they install the alternatives they compare against.
 bench: $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,bench]' --config-settings editable_mode=lenient
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]' --config-settings editable_mode=lenient
 	$(PY) bench/listing_throughput.py
 	$(PY) bench/pdf_extraction.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Rewrite constraints.txt from the working .venv (after `make test` passes on it).
+lock: $(STAMP)
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze | grep -v -E '^-e|annapurna|^#|^torch=='; } > constraints.new && mv constraints.new constraints.txt
