@@ -91,6 +91,10 @@ class ReplayServer:
         """Notes (v2 shape for host 'or2', v1 for 'or1') for `content.venueid=venueid`."""
         self.notes[(host, venueid)] = notes
 
+    def add_invitation_notes(self, host: str, invitation: str, notes: list[dict]) -> None:
+        """Notes for `invitation=...` (how API v1 lists a venue's submissions)."""
+        self.notes[(host, f"invitation:{invitation}")] = notes
+
     # -- serving ----------------------------------------------------------------------
     @staticmethod
     def _next(queue: deque[Canned]) -> Canned:
@@ -108,6 +112,7 @@ class ReplayServer:
             return web.json_response({"hits": dict(self.hits), "rate_limited": self.rate_limited})
         if path == "/arxiv/api/query":
             start = int(request.query.get("start", 0))
+            self.hits[f"{path}@start={start}"] += 1
             if start in self.arxiv:
                 return self._next(self.arxiv[start]).response()
             return Canned(empty_atom_feed(start), content_type="application/atom+xml").response()
@@ -134,7 +139,8 @@ class ReplayServer:
         if request.headers.get("Authorization", "").removeprefix("Bearer ") not in self._tokens:
             return web.json_response(CHALLENGE, status=403, headers=headers)
         q = request.query
-        notes = self.notes.get((host, q.get("content.venueid", "")), [])
+        key = q["content.venueid"] if "content.venueid" in q else f"invitation:{q.get('invitation', '')}"
+        notes = self.notes.get((host, key), [])
         if q.get("sort", "").startswith("id"):
             notes = sorted(notes, key=lambda n: n["id"])
         limit = min(int(q.get("limit", 1000)), 1000)

@@ -39,6 +39,12 @@ def parse_since(text: str | None):
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def date_year() -> int:
+    from datetime import date
+
+    return date.today().year
+
+
 def paper_rows(papers) -> list[dict]:
     return [{"id": p.id, "status": p.status.value, "venue": f"{p.venue} {p.year or ''}".strip(), "title": p.title,
              "updated": p.updated_at.isoformat(timespec="seconds"), "error": p.error or ""} for p in papers]
@@ -97,6 +103,8 @@ def scrape(
     search: str = typer.Option(None, "--search", help="keep papers whose title/abstract has every word"),
     max_papers: int = typer.Option(None, "--max", help="at most this many papers"),
     source: str = typer.Option(None, help="pick another source: openreview, pmlr, proceedings"),
+    track: str = typer.Option(None, help="one track only (e.g. main, Datasets_and_Benchmarks); default: every track"),
+    category: list[str] = typer.Option(None, "--category", help="arXiv category, repeatable (default: cs.LG cs.CL cs.AI cs.CV)"),
     batch_size: int = typer.Option(25, help="papers per batch"),
     until: str = typer.Option("execute", help="stop after: scrape, judge, generate or execute"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
@@ -104,18 +112,30 @@ def scrape(
     """Scrape a venue (or arXiv) now, in this process, with the same flow the deployments run."""
     import asyncio
 
+    from tasks.sources.arxiv import DEFAULT_CATEGORIES, validate_categories
+    from tasks.sources.venues import route
+
     load_settings()  # fail fast on bad settings, before Prefect starts
+    # ... and on a venue, year, source or category that nothing serves, before any network call
     if venue.lower() == "arxiv":
+        if year is not None or source or track:
+            raise typer.BadParameter("arxiv takes no --year, --source or --track (use --category)")
+        categories = validate_categories(category or list(DEFAULT_CATEGORIES))
         from flows.scrape_arxiv import scrape_arxiv
 
-        run = scrape_arxiv(search_term=search, max_papers=max_papers or 500, batch_size=batch_size, until=until, return_state=True)
+        run = scrape_arxiv(categories=categories, search_term=search, max_papers=max_papers or 500,
+                           batch_size=batch_size, until=until, return_state=True)
     else:
+        if category:
+            raise typer.BadParameter("--category is for arxiv only", param_hint="--category")
+        if year is None:
+            route(venue, date_year())  # an unknown venue says so before asking for a year
+            raise typer.BadParameter("--year is required for a conference", param_hint="--year")
+        route(venue, year, source)
         from flows.scrape_conference import scrape_conference
 
-        if year is None:
-            raise typer.BadParameter("--year is required for a conference", param_hint="--year")
         run = scrape_conference(venue=venue, year=year, search_term=search, max_papers=max_papers,
-                                batch_size=batch_size, source=source, until=until, return_state=True)
+                                batch_size=batch_size, source=source, track=track, until=until, return_state=True)
     state = asyncio.run(run)
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, BaseException):

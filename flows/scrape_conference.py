@@ -22,6 +22,7 @@ async def scrape_conference(
     end_index: int | None = None,
     batch_size: int = 25,
     source: str | None = None,
+    track: str | None = None,
     until: Until = "execute",
     execution_batch_size: int = 10,
     wait_for_execution: bool = True,
@@ -29,13 +30,17 @@ async def scrape_conference(
     """List the venue, choose [start_index:end_index] matching `search_term` (at most
     `max_papers`), download and persist them in batches of `batch_size`; then, up to
     `until`, triage, judge, generate, and run the programs on Trainium in batches of
-    `execution_batch_size` (waiting for them, and repairing failures, if asked)."""
+    `execution_batch_size` (waiting for them, and repairing failures, if asked). `track`
+    lists one track only (e.g. "main", "Datasets_and_Benchmarks"); the default is all."""
     log = get_run_logger()
     venue = canonical_venue(venue)
     name = route(venue, year, source)
-    listing = await list_venue(venue, year, name)
-    log.info("%s %s via %s: %d papers listed, %d listing problems", venue, year, name,
-             len(listing.papers), len(listing.problems))
+    listing = await list_venue(venue, year, name, track)
+    tracks: dict[str, int] = {}
+    for p in listing.papers:
+        tracks[str(p.extra.get("track"))] = tracks.get(str(p.extra.get("track")), 0) + 1
+    log.info("%s %s via %s: %d papers listed %s, %d listing problems", venue, year, name,
+             len(listing.papers), tracks, len(listing.problems))
     papers, problems = listing.papers, list(listing.problems)
     if search_term and name != "openreview":  # those listings carry no abstracts: fetch the slice's first
         papers, found = await add_abstracts(papers[start_index:end_index], name)

@@ -77,10 +77,12 @@ async def add_details(session: aiohttp.ClientSession, source: DetailsSource, pap
             except SourceError as e:
                 problems.append(str(e))
                 return p
+        track = d.get("track")
         return p.model_copy(update={
             "abstract": d["abstract"] or p.abstract,
             "authors": d["authors"] or p.authors,
             "pdf_url": d["pdf_url"] or p.pdf_url,
+            "extra": {**p.extra, "track": track} if track and p.extra.get("track") in (None, "main") else p.extra,
         })
 
     return list(await asyncio.gather(*(one(p) for p in papers)))
@@ -132,16 +134,17 @@ from tasks.sources.venues import SourceName, openreview_source, proceedings_sour
 
 @task(name="list-venue", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_unless_permanent,
       cache_policy=NO_CACHE, persist_result=False)
-async def list_venue(venue: str, year: int, source: SourceName) -> Listing:
-    """Every paper the source lists for the venue and year (no PDFs yet)."""
+async def list_venue(venue: str, year: int, source: SourceName, track: str | None = None) -> Listing:
+    """Every paper the source lists for the venue and year, in every track or in `track`
+    (no PDFs yet)."""
     s = load_settings()
     async with new_session() as session:
         if source == "openreview":
-            return await openreview_source(s).list_venue(session, venue, year)
+            return await openreview_source(s).list_venue(session, venue, year, track)
         src = proceedings_source(source, s)
         if isinstance(src, PMLRSource):
             return await src.list_volume(session, year, venue)
-        return await src.list_year(session, year)
+        return await src.list_year(session, year, track)
 
 
 @task(name="add-abstracts", retries=1, cache_policy=NO_CACHE, persist_result=False)

@@ -258,7 +258,7 @@ def test_neurips_recorded_listing():
     listing = parse_listing(text, "neurips", 2024, "https://proceedings.neurips.cc")
     assert [p.id for p in listing.papers][:2] == ["neurips:000f947dcaff8fbffcc3f53a1314f358", "neurips:00295cede6e1600d344b5cd6d9fd4640"]
     assert listing.papers[2].pdf_url.endswith("013cf29a9e68e4411d0593040a8a1eb3-Paper-Datasets_and_Benchmarks_Track.pdf")
-    assert listing.papers[2].extra["track"] == "datasets_and_benchmarks_track"
+    assert listing.papers[2].extra["track"] == "Datasets_and_Benchmarks"
 
 
 MLSYS_LISTING = """<!doctype html><html><body><ul class="paper-list">

@@ -12,6 +12,7 @@ class Listing(BaseModel):
     papers: list[Paper] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
     total: int | None = Field(None, description="what the source says it holds, when it says")
+    complete: bool = Field(True, description="False when the walk ended before the source's last page")
 
     def add(self, where: str, **fields) -> Paper | None:
         """Build a Paper from parsed fields; an invalid one becomes a problem, not a crash."""
@@ -27,3 +28,4 @@ class Listing(BaseModel):
     def extend(self, other: "Listing") -> None:
         self.papers += other.papers
         self.problems += other.problems
+        self.complete = self.complete and other.complete

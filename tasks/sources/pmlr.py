@@ -7,11 +7,13 @@ import re
 
 import aiohttp
 
-from tasks.sources.html_pages import listing_entries, meta, parse_html, text_of
+from tasks.sources.html_pages import container_text, listing_entries, meta, parse_html, rebase, text_of
 from tasks.sources.http import Retrying, SourceError, request
 from tasks.sources.listing import Listing
 
 BASE_URL = "https://proceedings.mlr.press"
+HOSTS = ("proceedings.mlr.press",)
+ABSTRACT = r'<div\b[^>]*id="abstract"[^>]*>'
 #: ICML's PMLR volume for each year.
 ICML_VOLUMES = {2013: 28, 2014: 32, 2015: 37, 2016: 48, 2017: 70, 2018: 80, 2019: 97, 2020: 119,
                 2021: 139, 2022: 162, 2023: 202, 2024: 235, 2025: 267}
@@ -22,12 +24,14 @@ def _authors(text: str) -> list[str]:
     return [a.strip() for a in re.split(r",\s*|\s+and\s+", text) if a.strip()]
 
 
-def parse_volume_page(body: bytes | str, volume: str, year: int | None = None, venue: str = "ICML") -> Listing:
-    """A volume index page -> papers (no abstracts: those are on each paper's page)."""
+def parse_volume_page(body: bytes | str, volume: str, year: int | None = None, venue: str = "ICML",
+                      base_url: str = BASE_URL) -> Listing:
+    """A volume index page -> papers (no abstracts: those are on each paper's page). The
+    page links absolutely to proceedings.mlr.press: those links move onto `base_url`."""
     where = f"PMLR {volume} volume page"
     blocks, listing = listing_entries(body, where, "div.paper", f"no div.paper blocks (is {volume} a PMLR volume?)")
     for i, block in enumerate(blocks):
-        links = {text_of(a).lower(): a.get("href") for a in block.cssselect("p.links a")}
+        links = {text_of(a).lower(): rebase(a.get("href"), HOSTS, base_url) for a in block.cssselect("p.links a")}
         abs_url = links.get("abs") or ""
         m = PAPER_KEY.search(abs_url)
         if not m:
@@ -50,17 +54,18 @@ def parse_volume_page(body: bytes | str, volume: str, year: int | None = None, v
     return listing
 
 
-def parse_paper_page(body: bytes | str, where: str = "PMLR paper page") -> dict:
-    """A paper page -> abstract, authors and PDF URL from `div#abstract` and `citation_*`."""
+def parse_paper_page(body: bytes | str, where: str = "PMLR paper page", base_url: str = BASE_URL) -> dict:
+    """A paper page -> abstract (read raw, so a bare `<` in it stays), authors and PDF URL
+    from `div#abstract` and `citation_*`."""
     doc = parse_html(body, where)
-    abstract = doc.cssselect("div#abstract")
+    abstract = container_text(body, ABSTRACT, "div")
     title = meta(doc, "citation_title")
-    if not abstract and not title:
+    if abstract is None and not title:
         raise SourceError(f"{where}: neither div#abstract nor citation_title found")
     return {
-        "abstract": text_of(abstract[0]) if abstract else "",
+        "abstract": abstract or "",
         "authors": meta(doc, "citation_author"),
-        "pdf_url": next(iter(meta(doc, "citation_pdf_url")), None),
+        "pdf_url": rebase(next(iter(meta(doc, "citation_pdf_url")), None), HOSTS, base_url),
         "title": title[0] if title else None,
     }
 
@@ -74,8 +79,8 @@ class PMLRSource:
             raise SourceError(f"PMLR: no ICML volume known for {year}; known years: {sorted(ICML_VOLUMES)}")
         volume = f"v{ICML_VOLUMES[year]}"
         resp = await request(session, "GET", f"{self.base_url}/{volume}/", retrying=self.retrying)
-        return parse_volume_page(resp.body, volume, year, venue)
+        return parse_volume_page(resp.body, volume, year, venue, self.base_url)
 
     async def details(self, session: aiohttp.ClientSession, url: str) -> dict:
-        resp = await request(session, "GET", url, retrying=self.retrying)
-        return parse_paper_page(resp.body, f"PMLR paper page {url}")
+        resp = await request(session, "GET", rebase(url, HOSTS, self.base_url), retrying=self.retrying)
+        return parse_paper_page(resp.body, f"PMLR paper page {url}", self.base_url)

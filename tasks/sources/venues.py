@@ -13,10 +13,11 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from blocks.settings import Settings, openreview_password
-from tasks.sources.http import SourceError
+from tasks.sources.http import PermanentSourceError
 from tasks.sources.openreview import FIRST_V2_YEAR, OpenReviewSource
 from tasks.sources.pmlr import ICML_VOLUMES, PMLRSource
 from tasks.sources.proceedings import ProceedingsSource
@@ -29,28 +30,42 @@ def canonical_venue(venue: str) -> str:
     try:
         return VENUES[venue.upper()]
     except KeyError:
-        raise SourceError(f"unknown venue {venue!r}; known: {', '.join(VENUES.values())}") from None
+        raise PermanentSourceError(f"unknown venue {venue!r}; known: {', '.join(VENUES.values())}, or arxiv") from None
+
+
+#: The first year each venue has papers where we list them; OpenReview lists next year's
+#: submissions before that conference takes place (ICLR 2027's in the autumn of 2026).
+FIRST_YEAR = {"ICLR": 2013, "ICML": min(ICML_VOLUMES), "NeurIPS": 1987, "MLSys": 2019}
+SOURCES = ("openreview", "pmlr", "proceedings", "neurips", "mlsys")
 
 
 def route(venue: str, year: int, prefer: str | None = None) -> SourceName:
-    """The source for a venue and year (see the table above); `prefer` picks an alternative."""
+    """The source for a venue and year (see the table above); `prefer` picks an alternative.
+    Raises a one-line SourceError for a venue, year or source that nothing serves, before
+    any network call."""
     v = canonical_venue(venue)
+    this_year = date.today().year
+    if not isinstance(year, int) or not FIRST_YEAR[v] <= year <= this_year + 1:
+        raise PermanentSourceError(f"{v} {year}: no such year; {v} is listed from {FIRST_YEAR[v]} to {this_year + 1}")
+    if prefer and prefer not in SOURCES:
+        raise PermanentSourceError(f"unknown source {prefer!r}; known: {', '.join(SOURCES)}")
+    published = year <= this_year  # proceedings appear after the conference
     possible: list[SourceName]
     if v == "ICLR":
         possible = ["openreview"]
     elif v == "ICML":
         possible = (["openreview"] if year >= FIRST_V2_YEAR["ICML"] else []) + (["pmlr"] if year in ICML_VOLUMES else [])
     elif v == "NeurIPS":
-        possible = (["openreview"] if year >= FIRST_V2_YEAR["NEURIPS"] else []) + ["neurips"]
+        possible = (["openreview"] if year >= FIRST_V2_YEAR["NEURIPS"] else []) + (["neurips"] if published else [])
     else:
-        possible = ["mlsys"] if year >= 2019 else []
+        possible = ["mlsys"]
     if prefer:
         prefer = "neurips" if prefer == "proceedings" and v == "NeurIPS" else "mlsys" if prefer == "proceedings" else prefer
         if prefer not in possible:
-            raise SourceError(f"{v} {year} is not served by {prefer!r}; possible: {possible or 'none'}")
+            raise PermanentSourceError(f"{v} {year} is not served by {prefer!r}; possible: {', '.join(possible) or 'none'}")
         return prefer  # type: ignore[return-value]
     if not possible:
-        raise SourceError(f"no source serves {v} {year}")
+        raise PermanentSourceError(f"no source serves {v} {year}")
     return possible[0]
 
 
