@@ -82,3 +82,24 @@ def test_bad_input_is_one_line_and_changes_nothing(home, tmp_path):
     assert corrupt.read_bytes() == b"not a database" * 100
     out = annapurna("papers", "list", "--status", "finished", env=env)
     assert out.returncode != 0 and "unknown status 'finished'" in out.stderr
+
+
+def test_scrape_rejects_what_nothing_serves_before_any_network_call_or_flow_run(home, tmp_path):
+    """No PREFECT_API_URL and an unreachable arXiv/OpenReview: had any of these started a
+    flow, a temporary Prefect server would have started and a request would have gone out."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update({"ANNAPURNA_HOME": str(home), "ANNAPURNA_ARXIV_URL": "http://127.0.0.1:9/none",
+                "ANNAPURNA_OPENREVIEW_URL": "http://127.0.0.1:9/none", "PREFECT_HOME": str(tmp_path / "ph")})
+    cases = {
+        ("scrape", "foo", "--year", "2024"): "error: unknown venue 'foo'; known: ICLR, ICML, NeurIPS, MLSys, or arxiv",
+        ("scrape", "foo"): "error: unknown venue 'foo'",
+        ("scrape", "ICLR", "--year", "1999"): "error: ICLR 1999: no such year; ICLR is listed from 2013 to",
+        ("scrape", "NeurIPS", "--year", "2024", "--source", "pmlr"): "error: NeurIPS 2024 is not served by 'pmlr'",
+        ("scrape", "arxiv", "--category", "cs.XX"): "error: unknown arXiv category 'cs.XX'",
+    }
+    for args, expected in cases.items():
+        out = annapurna(*args, env=env)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert out.stderr.startswith(expected) and out.stderr.count("\n") == 1, (args, out.stderr)
+        assert "Traceback" not in out.stderr and "Starting temporary server" not in out.stdout + out.stderr
+    assert not (tmp_path / "ph").exists() or not any((tmp_path / "ph").rglob("*.db"))

@@ -189,3 +189,32 @@ def test_transient_source_errors_are_retried_and_permanent_ones_are_not(prefect_
 
     asyncio.run(both())
     assert calls == {"transient": 3, "permanent": 1}
+
+
+def test_a_truncated_arxiv_walk_tags_the_run_so_the_next_one_reads_its_window_again(scrape_env):
+    """The nightly flow on a walk that arXiv cut short (a real first page, then an empty page
+    while totalResults says more remain): the run completes with what it listed, records the
+    truncation, and is tagged so the next run does not start its window after it."""
+    from prefect import get_client
+
+    from flows.scrape_arxiv import INCOMPLETE_TAG, last_successful_start, scrape_arxiv
+
+    first = json.loads(shared_fixture("arxiv/q_testing_s0_m10_bc5a6c384fe9.json").read_text())["body"]
+    server = ReplayServer()
+    server.add_arxiv_page(0, Canned(first, content_type="application/atom+xml"))
+    server.add_arxiv_page(10, Canned(atom_feed([], total=214881, start=10), content_type="application/atom+xml"))
+    with BackgroundReplay(server) as url:
+        scrape_env(url)
+        state = asyncio.run(scrape_arxiv(max_papers=20, page_size=10, until="scrape", return_state=True))
+    report = state.result().scrape
+    assert report.listed == 10 and any("listing truncated at 10 of 214881" in p for p in report.problems)
+    assert server.hits["/arxiv/api/query@start=10"] == 4
+
+    async def tags_and_next_start():
+        async with get_client() as client:
+            run = await client.read_flow_run(state.state_details.flow_run_id)
+        return run, await last_successful_start()
+
+    run, start = asyncio.run(tags_and_next_start())
+    assert INCOMPLETE_TAG in run.tags
+    assert start != run.start_time  # the next window does not start after this run
