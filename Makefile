@@ -44,4 +44,4 @@ clean:
 
 # Rewrite constraints.txt from the working .venv (after `make test` passes on it).
 lock: $(STAMP)
-	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze | grep -v -E '^-e|annapurna|^#|^torch=='; } > constraints.new && mv constraints.new constraints.txt
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze | grep -v -E '^-e|annapurna|^#|^torch=='; } > constraints.new && mv constraints.new constraints.txt && touch $(STAMP)

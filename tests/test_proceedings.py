@@ -117,3 +117,22 @@ def test_pmlr_volume_links_and_detail_requests_go_to_the_configured_base_url():
     assert detailed[0].pdf_url.startswith(server.url + "/pmlr/v28/")
     v81 = parse_volume_page(page("pmlr", "pmlr-v81-volume-index"), "v81", 2018, "FAT*")
     assert len(v81.papers) == 5 and all(p.pdf_url.endswith(".pdf") for p in v81.papers)
+
+
+def test_a_response_over_the_cap_is_refused_not_read_whole():
+    from tasks.sources.http import PermanentSourceError, request
+
+    server = ReplayServer()
+    server.add("/big", Canned(page("proceedings", "neurips-2022-year-index")))
+
+    async def body(session, url):
+        whole = await request(session, "GET", f"{url}/big", retrying=FAST)
+        try:
+            await request(session, "GET", f"{url}/big", retrying=FAST, max_bytes=len(whole.body) - 1)
+        except PermanentSourceError as e:
+            return whole, e
+
+    whole, refused = serve(server, body)
+    assert whole.body.startswith(b"<!DOCTYPE") or b"<html" in whole.body[:500]
+    assert f"response over the {len(whole.body) - 1}-byte cap" in str(refused)
+    assert server.hits["/big"] == 2  # refused once, not retried

@@ -218,3 +218,55 @@ def test_a_truncated_arxiv_walk_tags_the_run_so_the_next_one_reads_its_window_ag
     run, start = asyncio.run(tags_and_next_start())
     assert INCOMPLETE_TAG in run.tags
     assert start != run.start_time  # the next window does not start after this run
+
+
+def test_an_unreachable_arxiv_fails_the_listing_with_the_reason_instead_of_walking_on(scrape_env):
+    """The nightly run's listing task against an arXiv that answers nothing but 503: the walk
+    ends after one page's retries, the task fails with the reason (Prefect then retries the
+    task; here its retries are off), and nothing is left Running."""
+    from prefect import flow
+
+    from flows.scrape_arxiv import ensure_arxiv_rate_limit, list_arxiv
+
+    server = ReplayServer()
+    server.add_arxiv_page(0, Canned("Service Unavailable", status=503))
+
+    @flow
+    async def nightly_listing():
+        await ensure_arxiv_rate_limit()
+        return await list_arxiv.with_options(retries=0)("cat:cs.LG", 50, 10)
+
+    with BackgroundReplay(server) as url:
+        scrape_env(url)
+        state = asyncio.run(nightly_listing(return_state=True))
+    assert state.is_failed()
+    with pytest.raises(Exception, match=r"arXiv walk ended at start=0 after 1 failed page.*\(HTTP 503\)"):
+        state.result()
+    assert server.hits["/arxiv/api/query"] == 4  # the request's own attempts, then the end
+
+
+def test_scrape_conference_on_an_api_v1_venue_with_its_tracks(scrape_env):
+    """NeurIPS 2022 through the flow, from real recorded v1 notes (main track by
+    Blind_Submission, Datasets & Benchmarks by its own invitation): each paper indexed once
+    with its venue, year, track and decision, its PDF fetched from the web host."""
+    from flows.scrape_conference import scrape_conference
+    from test_openreview import notes
+
+    server = ReplayServer()
+    main = notes("v1-neurips2022-note-accepted")
+    db = notes("v1-neurips2022-notes-db-listing")
+    server.add_invitation_notes("or1", "NeurIPS.cc/2022/Conference/-/Blind_Submission", main)
+    server.add_invitation_notes("or1", "NeurIPS.cc/2022/Track/Datasets_and_Benchmarks/-/Submission", db)
+    for note in main + db:
+        server.add(note["content"]["pdf"], Canned(GOOD, content_type="application/pdf"))
+    with BackgroundReplay(server) as url:
+        scrape_env(url)
+        report = asyncio.run(scrape_conference(venue="neurips", year=2022, source="openreview", until="scrape")).scrape
+        only_db = asyncio.run(scrape_conference(venue="NeurIPS", year=2022, source="openreview",
+                                                track="Datasets_and_Benchmarks", until="scrape")).scrape
+    papers = {p.id: p for p in paper_index().list_papers(limit=10)}
+    assert len(report.new) == 2 and len(papers) == 2 and not report.pdf_failures
+    assert {(p.venue, p.year, p.extra["track"], p.extra["decision"]) for p in papers.values()} == {
+        ("NeurIPS", 2022, "main", "accepted"), ("NeurIPS", 2022, "Datasets_and_Benchmarks", "accepted")}
+    assert all(p.pdf_key for p in papers.values())
+    assert only_db.selected == 1 and only_db.known == 1 and only_db.new == []

@@ -14,6 +14,8 @@ import aiohttp
 from blocks.errors import AnnapurnaError
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+#: No listing page, feed or abstract page we read comes near this; a body past it is refused.
+MAX_RESPONSE_BYTES = 64 * 2**20
 USER_AGENT = "annapurna/0.1 (+https://github.com/annapurna; research paper triage)"
 Throttle = Callable[[], Awaitable[None]]
 T = TypeVar("T")
@@ -107,16 +109,24 @@ async def request(
     retrying: Retrying | None = None,
     throttle: Throttle | None = None,
     ok: frozenset[int] = frozenset({200}),
+    max_bytes: int = MAX_RESPONSE_BYTES,
     **kwargs,
 ) -> Response:
     """One request, retried on 429/5xx/connection errors; other statuses are returned
-    when listed in `ok` and raised as SourceError otherwise."""
+    when listed in `ok` and raised as SourceError otherwise. A body over `max_bytes` is
+    refused (a permanent error: asking again gets the same body)."""
 
     async def once() -> Response:
         if throttle:
             await throttle()
         async with session.request(method, url, **kwargs) as resp:
-            body = await resp.read()
+            chunks, size = [], 0
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PermanentSourceError(f"{method} {url}: response over the {max_bytes}-byte cap")
+                chunks.append(chunk)
+            body = b"".join(chunks)
             if resp.status in ok:
                 return Response(resp.status, dict(resp.headers), body, str(resp.url))
             if resp.status in RETRY_STATUS:

@@ -28,6 +28,9 @@ WEB_URL = "https://openreview.net"
 VENUE_GROUPS = {"ICLR": "ICLR.cc", "NEURIPS": "NeurIPS.cc", "ICML": "ICML.cc"}
 FIRST_V2_YEAR = {"ICLR": 2024, "NEURIPS": 2023, "ICML": 2023}
 MAX_LIMIT = 1000
+#: v1 pages carry each submission's direct replies (reviews included): smaller pages keep
+#: one answer to a few MB instead of tens.
+V1_PAGE_SIZE = 200
 ARXIV_ABS = re.compile(r"https?://(?:www\.|export\.)?arxiv\.org/abs/([^?#\s]+?)/?$")
 CREDENTIALS_HINT = (
     "set ANNAPURNA_OPENREVIEW_USERNAME and ANNAPURNA_OPENREVIEW_PASSWORD "
@@ -306,7 +309,7 @@ class OpenReviewSource:
         what = " ".join(f"{k}={v}" for k, v in listed.query.items())
         where = f"OpenReview {what} offset={offset}"
         await self.budget.spend()
-        params = {**listed.query, "limit": self.page_size, "offset": offset, "sort": "number:asc"}
+        params = {**listed.query, "limit": self._size(listed), "offset": offset, "sort": "number:asc"}
         if "invitation" in listed.query:
             params["details"] = "directReplies"  # v1 decisions live in reply notes
         resp = await request(session, "GET", f"{base}/notes", headers=headers, retrying=self.retrying,
@@ -338,10 +341,13 @@ class OpenReviewSource:
                                     f"(403 {name}: {message}); the account may lack access, or OpenReview is "
                                     "challenging this address")
 
+    def _size(self, listed: Listed) -> int:
+        return min(self.page_size, V1_PAGE_SIZE) if "invitation" in listed.query else self.page_size
+
     async def _walk(self, session, base: str, listed: Listed, headers: dict, venue: str, year: int) -> Listing:
         """Every page of one listing, in bounded waves within the rate budget."""
-        listing = Listing()
-        offsets: Iterable[int] = range(0, self.concurrency * self.page_size, self.page_size)
+        listing, size = Listing(), self._size(listed)
+        offsets: Iterable[int] = range(0, self.concurrency * size, size)
         while offsets:
             results = await asyncio.gather(
                 *(self._page(session, base, listed, o, headers, venue, year) for o in offsets), return_exceptions=True
@@ -354,12 +360,12 @@ class OpenReviewSource:
                     continue
                 listing.extend(res)
                 listing.total = res.total if res.total is not None else listing.total
-            done = offsets[-1] + self.page_size
+            done = offsets[-1] + size
             total = listing.total
             if total is not None:
-                offsets = range(done, total, self.page_size)[: self.concurrency]
-            elif all(not isinstance(r, BaseException) and len(r.papers) == self.page_size for r in results):
-                offsets = range(done, done + self.concurrency * self.page_size, self.page_size)
+                offsets = range(done, total, size)[: self.concurrency]
+            elif all(not isinstance(r, BaseException) and len(r.papers) == size for r in results):
+                offsets = range(done, done + self.concurrency * size, size)
             else:
                 offsets = range(0)
         return listing

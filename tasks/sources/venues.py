@@ -6,7 +6,7 @@
 | ICLR    | 2024+        | OpenReview v2 (api2.openreview.net) |                           |
 | ICML    | 2013-2022    | PMLR volume                         |                           |
 | ICML    | 2023+        | OpenReview v2                       | PMLR (once the volume is out) |
-| NeurIPS | 1987-2022    | NeurIPS proceedings                 |                           |
+| NeurIPS | 1987-2022    | NeurIPS proceedings                 | OpenReview v1 (2021-2022) |
 | NeurIPS | 2023+        | OpenReview v2                       | NeurIPS proceedings       |
 | MLSys   | 2019+        | MLSys proceedings                   |                           |
 """
@@ -37,6 +37,7 @@ def canonical_venue(venue: str) -> str:
 #: submissions before that conference takes place (ICLR 2027's in the autumn of 2026).
 FIRST_YEAR = {"ICLR": 2013, "ICML": min(ICML_VOLUMES), "NeurIPS": 1987, "MLSys": 2019}
 SOURCES = ("openreview", "pmlr", "proceedings", "neurips", "mlsys")
+FIRST_OPENREVIEW_NEURIPS = 2021  # 2021-2022 on API v1, main and Datasets & Benchmarks tracks
 
 
 def route(venue: str, year: int, prefer: str | None = None) -> SourceName:
@@ -56,7 +57,9 @@ def route(venue: str, year: int, prefer: str | None = None) -> SourceName:
     elif v == "ICML":
         possible = (["openreview"] if year >= FIRST_V2_YEAR["ICML"] else []) + (["pmlr"] if year in ICML_VOLUMES else [])
     elif v == "NeurIPS":
-        possible = (["openreview"] if year >= FIRST_V2_YEAR["NEURIPS"] else []) + (["neurips"] if published else [])
+        on_openreview = ["openreview"] if year >= FIRST_OPENREVIEW_NEURIPS else []
+        possible = on_openreview + (["neurips"] if published else [])
+        possible = possible if year >= FIRST_V2_YEAR["NEURIPS"] else possible[::-1]  # proceedings first before v2
     else:
         possible = ["mlsys"]
     if prefer:
