@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+
+# Source retries (logger "annapurna.sources") reach the run's log, as on the workers.
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "annapurna")
 
 import typer
 from rich.console import Console

@@ -16,6 +16,7 @@ from pathlib import Path
 # settings leaking in from the developer's shell.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="annapurna-test-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = "annapurna"  # as prefect.yaml sets it for the workers
 for name in list(os.environ):
     if name.startswith("ANNAPURNA_") or name in {"PREFECT_API_URL", "PREFECT_API_KEY"}:
         del os.environ[name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pymupdf
 import pytest
@@ -243,6 +244,19 @@ def test_an_unreachable_arxiv_fails_the_listing_with_the_reason_instead_of_walki
     with pytest.raises(Exception, match=r"arXiv walk ended at start=0 after 1 failed page.*\(HTTP 503\)"):
         state.result()
     assert server.hits["/arxiv/api/query"] == 4  # the request's own attempts, then the end
+
+    async def run_log() -> str:
+        from prefect import get_client
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        async with get_client() as client:
+            logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        return "\n".join(entry.message for entry in logs)
+
+    deadline = time.monotonic() + 20  # logs reach the server in batches
+    while "arXiv walk ended" not in (text := asyncio.run(run_log())) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert "HTTP 503; attempt 2 of 4" in text and "arXiv walk ended at start=0" in text  # in the UI's run log
 
 
 def test_scrape_conference_on_an_api_v1_venue_with_its_tracks(scrape_env):

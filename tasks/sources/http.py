@@ -4,6 +4,7 @@ connection errors (honouring Retry-After), and a streamed PDF download with a si
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ MAX_RESPONSE_BYTES = 64 * 2**20
 USER_AGENT = "annapurna/0.1 (+https://github.com/annapurna; research paper triage)"
 Throttle = Callable[[], Awaitable[None]]
 T = TypeVar("T")
+#: Retries are logged here; prefect.yaml sets PREFECT_LOGGING_EXTRA_LOGGERS=annapurna so that
+#: they reach a flow run's log in the UI, not only the worker's terminal.
+log = logging.getLogger("annapurna.sources")
 
 
 class SourceError(AnnapurnaError):
@@ -97,6 +101,7 @@ async def _with_retries(what: str, retrying: Retrying, once: Callable[[], Awaita
             last, wait = f"{type(e).__name__}: {e}", retrying.delay(attempt, None)
         if attempt + 1 < retrying.attempts:
             retrying.retried += 1
+            log.warning("%s: %s; attempt %d of %d in %.1f s", what, last, attempt + 2, retrying.attempts, wait)
             await asyncio.sleep(wait)
     raise error(f"{what}: gave up after {retrying.attempts} attempts ({last})")
 
