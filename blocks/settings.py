@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     neuron_compile_cache: str = "~/.cache/annapurna/neuron-compile-cache"
     data_dir: Path | None = None
     isolation: Literal["auto", "bwrap", "unshare", "process-group"] = "auto"
+    min_isolation: Literal["bwrap", "unshare", "process-group"] | None = None
+    checkout: Path | None = Field(None, description="the checkout flow runs start in (prefect.yaml's pull step)")
+    neuron_tool_paths: str = "/opt/aws/neuron/bin"
+    worker_pass_env: str = ""
     cloudwatch: bool = False
     cloudwatch_endpoint_url: str | None = None
     instance_type: str = "trn1.2xlarge"

@@ -299,6 +299,82 @@ def report(since: str = typer.Option("7d", help="2d, 12h or a date"),
         console.print(report_markdown(r), highlight=False)
 
 
+def _worker(device_label: str | None = None):
+    """The worker's configuration and devices, from settings, as `execute-batch` builds them."""
+    from tasks.execute import worker_config
+    from trainium_worker.devices import Device, discover
+
+    config = worker_config(load_settings())
+    if device_label is None:
+        return config, discover(config)
+    kind, _, index = device_label.partition(":")
+    if kind not in ("neuron", "cuda", "cpu") or not index.isdigit():
+        raise typer.BadParameter(f"{device_label!r} is not neuron:N, cuda:N or cpu:N", param_hint="--device")
+    return config, [Device(kind=kind, index=int(index))]
+
+
+@app.command()
+def health(as_json: bool = JSON) -> None:
+    """Is this machine ready to run programs? Devices, Neuron stack versions, isolation and
+    its floor, the compile cache from inside the sandbox, free disk. Exit 1 when unhealthy."""
+    from trainium_worker.health import check
+
+    config, devices = _worker()
+    h = check(devices, config, load_settings().execution_timeout_s)
+    if as_json:
+        print(h.model_dump_json(indent=2))
+    else:
+        table = Table("check", "value")
+        for k, v in h.model_dump().items():
+            table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+        console.print(table)
+    if h.status != "ok":
+        Console(stderr=True).print(f"[red]unhealthy:[/red] {'; '.join(h.reasons)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def execute(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a Python program"),
+    paper_id: str = typer.Option(None, "--paper-id", help="the paper it belongs to (default: file:<name>)"),
+    timeout: float = typer.Option(None, "--timeout", help="seconds (default ANNAPURNA_EXECUTION_TIMEOUT_S)"),
+    memory_mb: int = typer.Option(None, "--memory-mb", help="cap on the process tree's resident memory"),
+    allow_network: bool = typer.Option(False, "--allow-network", help="let the program reach the network"),
+    device: str = typer.Option(None, "--device", help="neuron:0, cuda:0 or cpu:0 (default: this machine's first)"),
+    as_json: bool = JSON,
+) -> None:
+    """Run one file through exactly the worker's path (sandbox, limits, device environment,
+    device probe) and print its ExecutionResult. Exit 1 when the run failed."""
+    import asyncio
+
+    from tasks.execute import limits
+    from trainium_worker.devices import neuron_core_count
+    from trainium_worker.job import Job
+    from trainium_worker.runner import Runner
+
+    config, devices = _worker(device)
+    slot = devices[0]
+    lim = limits(load_settings(), timeout)
+    if memory_mb:
+        lim = lim.model_copy(update={"memory_mb": memory_mb})
+    job = Job(paper_id=paper_id or f"file:{file.name}", code=file.read_text(), limits=lim, allow_network=allow_network)
+    result, _files = asyncio.run(Runner([slot], config).run(job, slot))
+    if slot.kind == "neuron" and not neuron_core_count():
+        result.notes.append("no NeuronCore on this machine: the Neuron environment (compile cache binding, PATH, "
+                            "variables) was built, but no Neuron runtime ran the program")
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        shown = result.model_dump(exclude={"stdout", "stderr", "metrics_series"})
+        table = Table("field", "value")
+        for k, v in shown.items():
+            table.add_row(k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
+        console.print(table)
+        console.print(result.stdout[-2000:] or "(no output)", highlight=False, markup=False)
+    if not result.success:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

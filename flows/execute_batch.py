@@ -15,10 +15,13 @@ from blocks.settings import filesystem, load_settings, paper_index
 from tasks.execute import (
     failed_before_running,
     limits,
+    mark_started,
     prepare_job,
     publish_cloudwatch,
     queue,
+    ran_before_without_success,
     record_result,
+    sync_compile_cache,
     worker_config,
 )
 from trainium_worker import ExecutionResult
@@ -42,7 +45,10 @@ def prepare_jobs(paper_ids: list[str], timeout_s: float | None, profile: bool,
             get_run_logger().warning("skipped: %s", e)
             continue
         try:
-            jobs.append(prepare_job(paper, code_fs, limits(s, timeout_s), profile=profile, allow_network=allow_network))
+            job = prepare_job(paper, code_fs, limits(s, timeout_s), profile=profile, allow_network=allow_network,
+                              retry_compilation=ran_before_without_success(paper))
+            mark_started(index, pid, job.version)
+            jobs.append(job)
         except ValueError as e:
             version = paper.code_versions[-1].version if paper.code_versions else 1
             failed.append(failed_before_running(pid, version, str(e)))
@@ -64,12 +70,24 @@ async def execute_batch(paper_ids: list[str], timeout_s: float | None = None, pr
     """Run each paper's latest program, as many at once as there are devices."""
     log = get_run_logger()
     s = load_settings()
-    jobs, failed = prepare_jobs(paper_ids, timeout_s, profile, allow_network)
     config = worker_config(s)
-    runner = Runner(discover(config), config)
+    runner = Runner(discover(config), config)  # below ANNAPURNA_MIN_ISOLATION: fails here, nothing queued
+    jobs, failed = prepare_jobs(paper_ids, timeout_s, profile, allow_network)
     log.info("%d jobs on %s; isolation %s: %s", len(jobs), ", ".join(d.label for d in runner.devices),
              runner.isolation, isolation_report(runner.isolation).note)
-    ran = await runner.run_batch(jobs)
+    s3_cache = s.neuron_compile_cache if s.neuron_compile_cache.startswith("s3://") and any(
+        d.kind == "neuron" for d in runner.devices) else None
+    if s3_cache:
+        got = await asyncio.to_thread(sync_compile_cache, s3_cache, config.compile_cache, "down",
+                                      s.s3_endpoint_url, s.aws_region)
+        log.info("compile cache: %d files from %s into %s", got, s3_cache, config.compile_cache)
+    try:
+        ran = await runner.run_batch(jobs)
+    finally:
+        if s3_cache:
+            sent = await asyncio.to_thread(sync_compile_cache, s3_cache, config.compile_cache, "up",
+                                           s.s3_endpoint_url, s.aws_region)
+            log.info("compile cache: %d files back to %s", sent, s3_cache)
     record_results(ran + [(r, {}) for r in failed])
     results = [r for r, _ in ran] + failed
     if s.cloudwatch:
@@ -78,7 +96,7 @@ async def execute_batch(paper_ids: list[str], timeout_s: float | None = None, pr
         key="execute-batch",
         table=[{
             "paper": r.paper_id, "version": r.code_version, "success": r.success,
-            "seconds": r.execution_time, "peak MB": r.peak_memory_mb, "device": r.device,
+            "seconds": r.execution_time, "peak MB": r.peak_memory_mb, "device": r.device, "ran on": r.ran_on or "?",
             "metrics": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(r.metrics.items())[:4]),
             "error": r.error or "",
         } for r in results],

@@ -5,6 +5,7 @@ the results store, a summary on the paper's code version, the paper's new status
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from prefect.filesystems import WritableFileSystem
 
@@ -20,10 +21,15 @@ SUMMARY_METRICS = 8
 
 
 def worker_config(s: Settings) -> WorkerConfig:
+    """The worker's configuration from settings. An s3:// compile cache is mirrored in a
+    local directory (`sync_compile_cache`): programs only ever see that directory."""
     extra = {"python": s.worker_python} if s.worker_python else {}
+    cache = str(s.home_dir / "neuron-compile-cache") if s.neuron_compile_cache.startswith("s3://") else s.neuron_compile_cache
     return WorkerConfig(
-        work_root=s.work_root or s.home_dir / "jobs", cpu_slots=s.cpu_slots,
-        compile_cache=s.neuron_compile_cache, data_dir=s.data_dir, isolation=s.isolation, **extra,
+        work_root=s.work_root or s.home_dir / "jobs", cpu_slots=s.cpu_slots, compile_cache=cache,
+        data_dir=s.data_dir, isolation=s.isolation, min_isolation=s.min_isolation,
+        tool_paths=[p for p in s.neuron_tool_paths.split(":") if p],
+        pass_env=[n.strip() for n in s.worker_pass_env.split(",") if n.strip()], **extra,
     )
 
 
@@ -36,8 +42,24 @@ def latest_code(paper: Paper) -> CodeArtifact | None:
     return paper.code_versions[-1] if paper.code_versions else None
 
 
+STARTED = "execution_started"  # paper.extra: the code version a worker began to run
+
+
+def ran_before_without_success(paper: Paper) -> bool:
+    """An earlier run of this paper failed, or began and never reported (killed, timed out
+    mid-compile, the worker lost): the Neuron compiler may hold a failed compilation of
+    its graphs, which it would otherwise answer from its cache."""
+    latest = latest_code(paper)
+    never_reported = latest is not None and paper.extra.get(STARTED) == latest.version and latest.success is None
+    return never_reported or any(c.status == PaperStatus.EXECUTION_FAILED for c in paper.history)
+
+
+def mark_started(index: PaperIndex, paper_id: str, version: int) -> Paper:
+    return index.update(paper_id, lambda p: p.model_copy(update={"extra": {**p.extra, STARTED: version}}))
+
+
 def prepare_job(paper: Paper, code_fs: WritableFileSystem, job_limits: Limits, *,
-                profile: bool = False, allow_network: bool = False) -> Job:
+                profile: bool = False, allow_network: bool = False, retry_compilation: bool = False) -> Job:
     """The job for a paper's latest code version. Raises ValueError when there is none."""
     artifact = latest_code(paper)
     if artifact is None:
@@ -46,7 +68,7 @@ def prepare_job(paper: Paper, code_fs: WritableFileSystem, job_limits: Limits, *
     if code is None:
         raise ValueError(f"paper {paper.id}: code {artifact.code_key} is missing from storage")
     return Job(paper_id=paper.id, code=code.decode(), version=artifact.version, attempt=artifact.version,
-               limits=job_limits, profile=profile, allow_network=allow_network)
+               limits=job_limits, profile=profile, allow_network=allow_network, retry_compilation=retry_compilation)
 
 
 def queue(index: PaperIndex, paper_id: str) -> Paper:
@@ -105,3 +127,36 @@ def publish_cloudwatch(results: list[ExecutionResult], instance_type: str, regio
             cw.put_metric_data(Namespace="Trainium/Training", MetricData=data[i : i + 20])
         sent += len(data)
     return sent
+
+
+def sync_compile_cache(url: str, local: str, direction: str, endpoint_url: str | None = None,
+                       region: str | None = None) -> int:
+    """Mirror the Neuron compile cache between S3 and the local directory programs use,
+    outside the sandbox (programs have no network and no credentials). `down` before a
+    batch, `up` after it; only files missing or of another size on the other side are
+    copied. Returns how many files were copied."""
+    import boto3
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+    remote = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        remote |= {o["Key"][len(prefix):]: o["Size"] for o in page.get("Contents", [])}
+    root = Path(local).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    if direction == "down":
+        for rel, size in remote.items():
+            target = root / rel
+            if rel and not rel.endswith("/") and (not target.is_file() or target.stat().st_size != size):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, prefix + rel, str(target))
+                copied += 1
+    else:
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock")):
+            rel = path.relative_to(root).as_posix()
+            if remote.get(rel) != path.stat().st_size:
+                s3.upload_file(str(path), bucket, prefix + rel)
+                copied += 1
+    return copied

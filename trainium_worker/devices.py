@@ -62,19 +62,19 @@ def discover(config: WorkerConfig) -> list[Device]:
     return [Device(kind="cpu", index=i) for i in range(config.cpu_slots)]
 
 
+def compile_cache_dir(config: WorkerConfig) -> str:
+    return os.path.expanduser(config.compile_cache)
+
+
 def device_env(device: Device, job: Job, config: WorkerConfig, workdir: str) -> dict[str, str]:
     """Variables that pin the job to its device and configure its runtime."""
     if device.kind == "neuron":
         env = {"NEURON_RT_VISIBLE_CORES": str(device.index), "PJRT_DEVICE": "NEURON"}
-        flags = []
-        if config.compile_cache.startswith("s3://"):
-            env["NEURON_COMPILE_CACHE_URL"] = config.compile_cache
-        else:
-            flags.append(f"--cache_dir={os.path.expanduser(config.compile_cache)}")
-        if job.attempt > 1:  # the compiler caches failures too; a repair must compile again
+        # always the local directory: the sandbox has no network and no credentials for S3
+        flags = [f"--cache_dir={compile_cache_dir(config)}"]
+        if job.retry_compilation:  # the compiler caches failures too: after a failed or killed run, compile again
             flags.append("--retry_failed_compilation")
-        if flags:
-            env["NEURON_CC_FLAGS"] = " ".join(flags)
+        env["NEURON_CC_FLAGS"] = " ".join(flags)
         if job.profile:
             env["NEURON_RT_INSPECT_ENABLE"] = "1"
             env["NEURON_RT_INSPECT_OUTPUT_DIR"] = os.path.join(workdir, "profile")

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 Isolation = Literal["auto", "bwrap", "unshare", "process-group"]
+IsolationLevel = Literal["bwrap", "unshare", "process-group"]
 
 
 class Limits(BaseModel):
@@ -24,7 +25,9 @@ class Job(BaseModel):
     paper_id: str
     code: str
     version: int = 1
-    attempt: int = Field(1, ge=1, description="repair attempts > 1 retry failed Neuron compilations")
+    attempt: int = Field(1, ge=1, description="which code version's attempt this is")
+    retry_compilation: bool = Field(False, description="an earlier run of this paper failed or was killed: "
+                                    "the Neuron compiler must not answer from its cache of failed compilations")
     allow_network: bool = False
     profile: bool = False
     limits: Limits = Field(default_factory=Limits)
@@ -35,7 +38,15 @@ class WorkerConfig(BaseModel):
     work_root: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "annapurna-jobs")
     cpu_slots: int = Field(1, ge=1, description="jobs at once when there is no accelerator")
     cpu_threads: int | None = Field(None, ge=1, description="threads per CPU job; default cores / slots")
-    compile_cache: str = Field("~/.cache/annapurna/neuron-compile-cache", description="directory or s3:// URL")
+    compile_cache: str = Field("~/.cache/annapurna/neuron-compile-cache",
+                               description="local directory, writable inside the sandbox for Neuron jobs (an s3:// "
+                                           "cache is synced to it by the caller, outside the sandbox)")
+    tool_paths: list[str] = Field(default_factory=lambda: ["/opt/aws/neuron/bin"],
+                                  description="put on programs' PATH after the interpreter's bin (neuronx-cc, neuron-ls)")
+    pass_env: list[str] = Field(default_factory=list, description="worker variables passed to programs besides "
+                                "NEURON_*, XLA_*, PJRT_*, MALLOC_* (never credentials)")
+    min_isolation: IsolationLevel | None = Field(None, description="refuse to run programs below this level; "
+                                                 "None: bwrap with NeuronCores, process-group otherwise")
     data_dir: Path | None = Field(None, description="staged datasets, exposed read-only as ANNAPURNA_DATA_DIR")
     isolation: Isolation = "auto"
     keep_files_bytes: int = Field(16 * 2**20, description="files a program leaves in outputs/ and profile/, kept up to this")

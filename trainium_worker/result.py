@@ -40,4 +40,6 @@ class ExecutionResult(BaseModel):
     stderr_bytes: int = 0
     isolation: str = ""
     notes: list[str] = Field(default_factory=list, description="malformed METRICS lines, truncation")
+    ran_on: str | None = Field(None, description="what the program computed on, as the device probe saw it: "
+                                                 "neuron, cuda, cpu, xla:<kind>; None when it did not report")
     started_at: datetime = Field(default_factory=_now)

@@ -5,6 +5,7 @@ left running afterwards. One job's crash, timeout or kill never touches another.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -17,25 +18,46 @@ from pathlib import Path
 import psutil
 
 from trainium_worker.analysis import has_training_loop, lines_of_code
-from trainium_worker.devices import Device, device_env
+from trainium_worker.devices import Device, compile_cache_dir, device_env
 from trainium_worker.job import Job, WorkerConfig
 from trainium_worker.output import MetricsScanner, Tail
 from trainium_worker.result import ExecutionResult
-from trainium_worker.sandbox import become_subreaper, detect, wrap
+from trainium_worker.sandbox import become_subreaper, check_floor, detect, wrap
 
 MARKER_VAR = "ANNAPURNA_JOB_MARKER"
 POLL_S = 0.1  # memory and clock checks; the kernel OOM killer is the backstop between them
-SAFE_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")  # nothing else crosses from the worker
+SAFE_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")  # besides PATH and the runtime's own variables
+#: The runtime's variables (the `trainium` pool's job variables among them) reach programs.
+PASS_PREFIXES = ("NEURON_", "XLA_", "PJRT_", "MALLOC_")
+#: ... and these never do, whatever a prefix or the explicit list says.
+NEVER = re.compile(r"^(AWS_|PREFECT_API_)|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|ACCESS_KEY|PRIVATE_KEY|SESSION",
+                   re.I)
+PROBE_DIR = Path(__file__).resolve().parent / "probe"
+PROBE_FILE = ".annapurna-probe.json"
+
+
+def program_path(config: WorkerConfig) -> str:
+    """The interpreter's bin (its console scripts, e.g. neuronx-cc in the worker's venv),
+    the configured tool directories (/opt/aws/neuron/bin), then the worker's own PATH."""
+    worker = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(os.pathsep)
+    first = [str(Path(config.python).parent), *config.tool_paths]
+    return os.pathsep.join(dict.fromkeys(first + worker))
+
+
+def passed_env(config: WorkerConfig) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if (k.startswith(PASS_PREFIXES) or k in config.pass_env) and not NEVER.search(k)}
 
 
 def base_env(workdir: Path, config: WorkerConfig, marker: str) -> dict[str, str]:
     """An environment from an allow-list: no AWS_*, no Prefect API key or URL, no tokens."""
     env = {k: os.environ[k] for k in SAFE_ENV if k in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["PATH"] = program_path(config)
+    env.update(passed_env(config))
     env.update({
         "HOME": str(workdir), "TMPDIR": str(workdir / "tmp"), "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1", "ANNAPURNA_OUTPUT_DIR": str(workdir / "outputs"),
-        MARKER_VAR: marker,
+        MARKER_VAR: marker, "PYTHONPATH": str(PROBE_DIR), "ANNAPURNA_PROBE_FILE": str(workdir / PROBE_FILE),
     })
     if config.data_dir:
         env["ANNAPURNA_DATA_DIR"] = str(config.data_dir)
@@ -146,6 +168,9 @@ class Runner:
         self.config = config or WorkerConfig()
         self.devices = devices
         self.isolation = detect(self.config.isolation)
+        self.min_isolation = self.config.min_isolation or (
+            "bwrap" if any(d.kind == "neuron" for d in devices) else "process-group")
+        check_floor(self.isolation, self.min_isolation)
         if self.isolation == "process-group":
             become_subreaper()
 
@@ -175,7 +200,13 @@ class Runner:
         marker = uuid.uuid4().hex
         env = base_env(workdir, cfg, marker) | device_env(device, job, cfg, str(workdir))
         env["ANNAPURNA_DEVICE"] = device.label
-        cmd = wrap([cfg.python, "-u", str(workdir / "program.py")], self.isolation, workdir, job.allow_network)
+        writable = []
+        if device.kind == "neuron":  # libneuronxla takes a lock file in the cache for every compile
+            cache = Path(compile_cache_dir(cfg))
+            cache.mkdir(parents=True, exist_ok=True)
+            writable.append(cache)
+        cmd = wrap([cfg.python, "-u", str(workdir / "program.py")], self.isolation, workdir, job.allow_network,
+                   writable, [PROBE_DIR, *map(Path, cfg.tool_paths)])
         memory_cap = limits.memory_mb or default_memory_mb(len(self.devices))
         out, err, scanner = Tail(limits.output_bytes), Tail(limits.output_bytes), MetricsScanner()
         reason: str | None = None
@@ -208,8 +239,9 @@ class Runner:
                 task.cancel()
         rc = proc.returncode
         files = _collect_files(workdir, cfg.keep_files_bytes)
+        probe = _read_probe(workdir / PROBE_FILE)
         shutil.rmtree(workdir, ignore_errors=True)
-        return self._result(job, device, rc, elapsed, reason, peak, out, err, scanner), files
+        return self._result(job, device, rc, elapsed, reason, peak, out, err, scanner, probe), files
 
     async def _stop(self, proc, waiter: asyncio.Task, marker: str, gentle: bool, grace: float) -> None:
         """TERM to every process of the job, a grace period, then KILL."""
@@ -237,11 +269,14 @@ class Runner:
             except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
                 pass
 
-    def _result(self, job, device, rc, elapsed, reason, peak, out, err, scanner) -> ExecutionResult:
+    def _result(self, job, device, rc, elapsed, reason, peak, out, err, scanner, probe) -> ExecutionResult:
         signalled = -rc if rc is not None and rc < 0 else (rc - 128 if self.isolation == "bwrap" and rc and rc > 128 else None)
         if reason is None and rc != 0:
             reason = f"killed by signal {signalled}" if signalled else f"nonzero exit {rc}"
-        notes = list(scanner.notes)
+        ran_on = probe.get("ran_on") if probe else None
+        if reason is None:
+            reason = device_mismatch(device, ran_on)
+        notes = list(scanner.notes) + ([f"device probe: {probe['probe_error']}"] if probe and "probe_error" in probe else [])
         if out.total > out.cap:
             notes.append(f"stdout truncated: kept the last {out.cap} of {out.total} bytes")
         if err.total > err.cap:
@@ -253,5 +288,30 @@ class Runner:
             has_training_loop=has_training_loop(job.code), peak_memory_mb=round(peak, 1),
             metrics=scanner.merged, metrics_series=scanner.series, error=reason, device=device.label,
             neuron_cores=[device.index] if device.kind == "neuron" else [],
-            stdout_bytes=out.total, stderr_bytes=err.total, isolation=self.isolation, notes=notes,
+            stdout_bytes=out.total, stderr_bytes=err.total, isolation=self.isolation, notes=notes, ran_on=ran_on,
         )
+
+
+SLOT_NAMES = {"neuron": "the NeuronCore", "cuda": "the GPU"}
+
+
+def device_mismatch(device: Device, ran_on: str | None) -> str | None:
+    """Why a run that exited 0 did not do what its slot is for: computing on the slot's
+    accelerator. A CPU slot takes any program."""
+    if device.kind == "cpu":
+        return None
+    if ran_on is None:
+        return f"could not tell what it ran on: the device probe did not report (exit without atexit?), on {device.label}"
+    if ran_on != device.kind:
+        return f"ran on {ran_on.upper() if ran_on == 'cpu' else ran_on}, not on {SLOT_NAMES[device.kind]}"
+    return None
+
+
+def _read_probe(path: Path) -> dict | None:
+    """What the probe recorded; bounded, and None when it is missing or not JSON."""
+    try:
+        with path.open("rb") as f:
+            data = json.loads(f.read(4096))
+        return data if isinstance(data, dict) and isinstance(data.get("ran_on"), str) else None
+    except (OSError, ValueError):
+        return None

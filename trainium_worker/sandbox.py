@@ -77,7 +77,25 @@ def report(level: str) -> IsolationReport:
     )
 
 
-def bwrap_prefix(workdir: Path, allow_network: bool, extra_ro: list[Path] | None = None) -> list[str]:
+RANK = {"process-group": 0, "unshare": 1, "bwrap": 2}
+
+
+class IsolationTooWeak(RuntimeError):
+    """The machine allows less isolation than the worker is configured to require."""
+
+
+def check_floor(level: str, floor: str) -> None:
+    """Refuse, in one line, to run programs below `floor`: never a silent downgrade."""
+    if RANK[level] < RANK[floor]:
+        raise IsolationTooWeak(
+            f"isolation {level!r} is below ANNAPURNA_MIN_ISOLATION={floor}: refusing to run programs "
+            f"({report(level).note}); let bubblewrap create user namespaces (deployments/trn1/apparmor-bwrap) "
+            "or lower ANNAPURNA_MIN_ISOLATION"
+        )
+
+
+def bwrap_prefix(workdir: Path, allow_network: bool, extra_ro: list[Path] | None = None,
+                 writable: list[Path] | None = None) -> list[str]:
     cmd = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not allow_network:
         cmd.append("--unshare-net")
@@ -93,21 +111,25 @@ def bwrap_prefix(workdir: Path, allow_network: bool, extra_ro: list[Path] | None
                 cmd += ["--ro-bind", "/dev/null", str(p)]
     for path in extra_ro or []:
         cmd += ["--ro-bind", str(path), str(path)]
+    for path in writable or []:  # the Neuron compile cache, and nothing else beside the job
+        cmd += ["--bind", str(path), str(path)]
     cmd += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     return cmd + ["--"]
 
 
-def _under_tmp(cmd: list[str]) -> list[Path]:
-    """The interpreter's environment, when it lives under /tmp (which bwrap replaces with
-    an empty tmpfs): it is bound back read-only."""
+def _under_tmp(cmd: list[str], also: list[Path]) -> list[Path]:
+    """The interpreter's environment and the worker's own files the program reads (the
+    device probe), when they live under /tmp (which bwrap replaces with an empty tmpfs):
+    they are bound back read-only."""
     exe = Path(cmd[0])
-    roots = {exe.parent.parent, exe.resolve().parent.parent}
+    roots = {exe.parent.parent, exe.resolve().parent.parent, *(p for p in also if p.exists())}
     return sorted(r for r in roots if r.parts[:2] == ("/", "tmp") and len(r.parts) > 2)
 
 
-def wrap(cmd: list[str], level: str, workdir: Path, allow_network: bool) -> list[str]:
+def wrap(cmd: list[str], level: str, workdir: Path, allow_network: bool, writable: list[Path] | None = None,
+         readable: list[Path] | None = None) -> list[str]:
     if level == "bwrap":
-        return bwrap_prefix(workdir, allow_network, _under_tmp(cmd)) + cmd
+        return bwrap_prefix(workdir, allow_network, _under_tmp(cmd, readable or []), writable) + cmd
     if level == "unshare":
         return _unshare_prefix(allow_network) + cmd
     return cmd
