@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && \
 	    apt-get install -y -q bubblewrap >/dev/null 2>&1; }; } || \
 	  echo "bubblewrap not installed: the sandbox uses the strongest level it finds (see README)"; }
+	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get install -y -q shellcheck >/dev/null 2>&1; } || echo "shellcheck not installed: its checks of the trn1 scripts are skipped"
 	touch $(STAMP)
 
 install: $(STAMP)
