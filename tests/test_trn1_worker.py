@@ -332,3 +332,28 @@ def test_a_deployment_made_in_one_checkout_runs_from_the_workers_own(home, prefe
     deployment, runs = asyncio.run(last_run())
     assert deployment.pull_steps == [{"deployments.pull.enter_checkout": {}}]
     assert runs and runs[0].state.is_completed(), (runs[0].state if runs else None, worker.stdout[-3000:])
+
+
+XLA_PYTHON = os.environ.get("XLA_TEST_PYTHON")
+XLA_TRAIN = textwrap.dedent('''
+    import json, os
+    os.environ["PJRT_DEVICE"] = "CPU"  # no NeuronCore here: XLA on the host CPU
+    import torch, torch_xla.core.xla_model as xm
+    device = xm.xla_device()
+    x = torch.randn(64, 4, device=device); y = x.sum(dim=1, keepdim=True)
+    model = torch.nn.Linear(4, 1).to(device); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(5):
+        loss = ((model(x) - y) ** 2).mean(); opt.zero_grad(); loss.backward(); opt.step(); xm.mark_step()
+    print("METRICS: " + json.dumps({"loss": loss.item()}))
+''')
+
+
+@pytest.mark.skipif(not XLA_PYTHON, reason="set XLA_TEST_PYTHON to an interpreter with torch-xla "
+                                           "(about 7 GB: `pip install torch==2.9.0 torch-xla==2.9.0`) to run this")
+def test_the_probe_sees_xla_executions_and_their_device_type(tmp_path):
+    config = WorkerConfig(python=XLA_PYTHON, compile_cache=str(tmp_path / "cache"), min_isolation="process-group")
+    on_cpu_slot, _ = run_on(Device(kind="cpu", index=0), XLA_TRAIN, config)
+    assert on_cpu_slot.success and on_cpu_slot.ran_on == "xla:cpu", on_cpu_slot.stderr[-2000:]
+    on_neuron_slot, _ = run_on(NEURON, XLA_TRAIN, config)
+    assert on_neuron_slot.return_code == 0 and on_neuron_slot.ran_on == "xla:cpu"
+    assert on_neuron_slot.error == "ran on xla:cpu, not on the NeuronCore"
