@@ -313,6 +313,33 @@ def _worker(device_label: str | None = None):
     return config, [Device(kind=kind, index=int(index))]
 
 
+def _pool_status(name: str) -> dict:
+    """The work pool this worker serves, as the Prefect server sees it (when one is reachable):
+    its status and how many workers poll it."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    found: dict = {"name": name, "api": PREFECT_API_URL.value(), "status": None, "workers_online": None}
+    if not found["api"]:
+        found["error"] = "PREFECT_API_URL is not set"
+        return found
+
+    async def ask() -> None:
+        async with get_client() as client:
+            pool = await client.read_work_pool(name)
+            workers = await client.read_workers_for_work_pool(name)
+            found["status"] = str(pool.status.value if pool.status else None)
+            found["workers_online"] = sum(1 for w in workers if str(w.status.value) == "ONLINE")
+
+    try:
+        asyncio.run(asyncio.wait_for(ask(), 15))
+    except Exception as e:  # noqa: BLE001 - health reports, it does not fail on the server's account
+        found["error"] = f"{type(e).__name__}: {e}"[:300]
+    return found
+
+
 @app.command()
 def health(as_json: bool = JSON) -> None:
     """Is this machine ready to run programs? Devices, Neuron stack versions, isolation and
@@ -321,6 +348,7 @@ def health(as_json: bool = JSON) -> None:
 
     config, devices = _worker()
     h = check(devices, config, load_settings().execution_timeout_s)
+    h.pool = _pool_status("trainium")
     if as_json:
         print(h.model_dump_json(indent=2))
     else:

@@ -131,6 +131,14 @@ def annapurna(*args: str, env: dict | None = None, timeout: int = 180) -> subpro
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
+def test_health_reports_the_trainium_pool_as_the_server_sees_it(home, prefect_server):
+    subprocess.run([sys.executable, "-m", "deployments.pools"], cwd=REPO, check=True, timeout=120,
+                   env={**os.environ, "PREFECT_API_URL": prefect_server})
+    h = json.loads(annapurna("health", "--json", env={"PREFECT_API_URL": prefect_server}).stdout)
+    assert h["pool"]["name"] == "trainium" and h["pool"]["api"] == prefect_server and "error" not in h["pool"]
+    assert h["pool"]["status"] in ("NOT_READY", "READY", "PAUSED") and h["pool"]["workers_online"] >= 0
+
+
 def test_health_json_fields_and_an_unhealthy_exit(home):
     out = annapurna("health", "--json")
     assert out.returncode == 0, out.stderr
@@ -141,6 +149,7 @@ def test_health_json_fields_and_an_unhealthy_exit(home):
     assert set(h["versions"]) == {"torch", "torch-neuronx", "torch-xla", "neuronx-cc", "libneuronxla"}
     assert h["isolation"] == LEVELS[0] and h["min_isolation"] == "process-group" and h["meets_min_isolation"]
     assert h["compile_cache_writable_in_sandbox"] is None and h["disk_free_gb"] > 0
+    assert h["pool"]["name"] == "trainium" and h["pool"]["error"] == "PREFECT_API_URL is not set"
     bad = annapurna("health", "--json", env={"ANNAPURNA_ISOLATION": "process-group", "ANNAPURNA_MIN_ISOLATION": "bwrap"})
     assert bad.returncode == 1 and json.loads(bad.stdout)["meets_min_isolation"] is False
     assert "unhealthy: isolation 'process-group' is below ANNAPURNA_MIN_ISOLATION=bwrap" in bad.stderr

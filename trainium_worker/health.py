@@ -35,6 +35,8 @@ class Health(BaseModel):
     compile_cache: str
     compile_cache_writable_in_sandbox: bool | None = Field(None, description="checked for Neuron workers only")
     disk_free_gb: float
+    pool: dict | None = Field(None, description="the Prefect work pool served (trainium): status and workers "
+                                                "online, as the server reports them; filled in by the CLI")
 
 
 def package_versions(python: str) -> dict[str, str | None]:
