@@ -366,3 +366,15 @@ def test_the_probe_sees_xla_executions_and_their_device_type(tmp_path):
     on_neuron_slot, _ = run_on(NEURON, XLA_TRAIN, config)
     assert on_neuron_slot.return_code == 0 and on_neuron_slot.ran_on == "xla:cpu"
     assert on_neuron_slot.error == "ran on xla:cpu, not on the NeuronCore"
+
+
+def test_the_probe_still_runs_the_sitecustomize_it_shadows(tmp_path):
+    from trainium_worker.runner import PROBE_DIR
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "sitecustomize.py").write_text("import os\nos.environ['THEIRS_RAN'] = 'yes'\n")
+    out = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('THEIRS_RAN'))"], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": f"{PROBE_DIR}:{theirs}",
+                                         "ANNAPURNA_PROBE_FILE": str(tmp_path / "probe.json")})
+    assert out.stdout.strip() == "yes" and json.loads((tmp_path / "probe.json").read_text()) == {"ran_on": "cpu"}

@@ -67,3 +67,22 @@ def _report() -> None:
 
 
 atexit.register(_report)
+
+
+def _chain() -> None:
+    """Run the sitecustomize this one shadows (a distribution's or a venv's), if any."""
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for entry in sys.path:
+        candidate = os.path.join(entry or ".", "sitecustomize.py")
+        if os.path.abspath(entry or ".") != here and os.path.isfile(candidate):
+            try:
+                spec = importlib.util.spec_from_file_location("_shadowed_sitecustomize", candidate)
+                spec.loader.exec_module(importlib.util.module_from_spec(spec))
+            except Exception:  # noqa: BLE001 - theirs failing must not fail the program
+                pass
+            return
+
+
+_chain()
