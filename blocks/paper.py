@@ -87,6 +87,14 @@ class CodeArtifact(BaseModel):
     success: bool | None = None
     error: str | None = None
     metrics: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    training: str | None = Field(None, description="the run's verdict: trained, no_learning, diverged, failed")
+    training_reason: str | None = None
+    beats_baseline: bool | None = None
+    ran_at: datetime | None = None
+
+    @property
+    def run_day(self) -> str:
+        return (self.ran_at or self.created_at).date().isoformat()
 
 
 class Paper(BaseModel):

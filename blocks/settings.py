@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     checkout: Path | None = Field(None, description="the checkout flow runs start in (prefect.yaml's pull step)")
     neuron_tool_paths: str = "/opt/aws/neuron/bin"
     worker_pass_env: str = ""
+    verdict_min_loss_points: int = Field(5, ge=2)
+    verdict_min_loss_drop: float = Field(0.05, ge=0, lt=1)
+    verdict_divergence_factor: float = Field(2.0, gt=1)
     cloudwatch: bool = False
     cloudwatch_endpoint_url: str | None = None
     instance_type: str = "trn1.2xlarge"

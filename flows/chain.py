@@ -117,6 +117,8 @@ async def _finish(report: ChainReport, paper_ids: list[str], s: Settings) -> Cha
             "verdict": (f"{'relevant' if p.verdict.relevant else 'not relevant'} ({p.verdict.relevance:.2f})"
                         if p.verdict else (p.extra.get("triage") or {}).get("reason", "")),
             "code": f"v{code.version}" if code else "", "success": "" if not code or code.success is None else code.success,
+            "trained": (code.training or "") if code else "",
+            "beats baseline": "" if not code or code.beats_baseline is None else code.beats_baseline,
             "metrics": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in list((code.metrics if code else {}).items())[:3]),
             "error": p.error or "",

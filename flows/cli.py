@@ -230,7 +230,9 @@ def papers_show(paper_id: str, as_json: bool = JSON) -> None:
         console.print(f"  {h['at'][:19]}  {h['status']:<17} {h['reason'] or ''}", highlight=False)
     for c in doc["code_versions"]:
         r = c.get("result") or {}
-        console.print(f"code v{c['version']} ({c['code_key']}): success={c['success']} error={c['error']} "
+        console.print(f"code v{c['version']} ({c['code_key']}): training={c.get('training')} "
+                      f"({c.get('training_reason') or ''}) beats_baseline={c.get('beats_baseline')} "
+                      f"success={c['success']} error={c['error']} "
                       f"metrics={c['metrics']} time={r.get('execution_time')}s peak={r.get('peak_memory_mb')}MB "
                       f"device={r.get('device')} isolation={r.get('isolation')}", highlight=False)
     if doc["error"]:

@@ -95,11 +95,13 @@ async def execute_batch(paper_ids: list[str], timeout_s: float | None = None, pr
     await create_table_artifact(
         key="execute-batch",
         table=[{
-            "paper": r.paper_id, "version": r.code_version, "success": r.success,
+            "paper": r.paper_id, "version": r.code_version, "verdict": r.verdict, "beats baseline": r.beats_baseline,
+            "success": r.success,
             "seconds": r.execution_time, "peak MB": r.peak_memory_mb, "device": r.device, "ran on": r.ran_on or "?",
             "metrics": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in list(r.metrics.items())[:4]),
             "error": r.error or "",
         } for r in results],
-        description=f"{sum(r.success for r in results)} of {len(results)} programs ran to completion",
+        description=f"{sum(r.verdict == 'trained' for r in results)} of {len(results)} programs trained "
+                    f"({sum(r.success for r in results)} ran to completion)",
     )
     return results

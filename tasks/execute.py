@@ -15,6 +15,7 @@ from blocks.settings import Settings
 from tasks.storage import put_once, read_object, result_key
 from trainium_worker import ExecutionResult
 from trainium_worker.job import Job, Limits, WorkerConfig
+from trainium_worker.verdict import VerdictRules
 
 #: Metrics copied onto the paper's code version (all of them stay in result.json).
 SUMMARY_METRICS = 8
@@ -29,7 +30,9 @@ def worker_config(s: Settings) -> WorkerConfig:
         work_root=s.work_root or s.home_dir / "jobs", cpu_slots=s.cpu_slots, compile_cache=cache,
         data_dir=s.data_dir, isolation=s.isolation, min_isolation=s.min_isolation,
         tool_paths=[p for p in s.neuron_tool_paths.split(":") if p],
-        pass_env=[n.strip() for n in s.worker_pass_env.split(",") if n.strip()], **extra,
+        pass_env=[n.strip() for n in s.worker_pass_env.split(",") if n.strip()],
+        verdict_rules=VerdictRules(min_loss_points=s.verdict_min_loss_points, min_loss_drop=s.verdict_min_loss_drop,
+                                   divergence_factor=s.verdict_divergence_factor), **extra,
     )
 
 
@@ -94,7 +97,9 @@ def record_result(index: PaperIndex, results_fs: WritableFileSystem, result: Exe
 
     def attach(paper: Paper) -> Paper:
         versions = [
-            v.model_copy(update={"result_key": key, "success": result.success, "error": result.error, "metrics": summary})
+            v.model_copy(update={"result_key": key, "success": result.success, "error": result.error, "metrics": summary,
+                                 "training": result.verdict, "training_reason": result.verdict_reason,
+                                 "beats_baseline": result.beats_baseline, "ran_at": result.started_at})
             if v.version == result.code_version else v
             for v in paper.code_versions
         ]

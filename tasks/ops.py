@@ -28,6 +28,7 @@ class Status(BaseModel):
     instance: str = "not configured (ANNAPURNA_TRN1_INSTANCE_ID)"
     failures: list[dict] = Field(default_factory=list)
     last_day: Usage = Usage()
+    runs_last_day: dict[str, int] = Field(default_factory=dict, description="verdicts of the last day's runs")
 
 
 async def waiting_runs() -> dict[str, dict]:
@@ -73,6 +74,7 @@ def status(s: Settings | None = None, with_prefect: bool = True) -> Status:
                       for p in recent if p.status in FAILED or (p.error and p.status is PaperStatus.SCRAPED)][:10]
     for p in recent:
         board.last_day = board.last_day + paper_usage(p)
+    board.runs_last_day = dict(Counter(v.training for p in recent for v in p.code_versions if v.training))
     return board
 
 
@@ -128,9 +130,29 @@ class Report(BaseModel):
     per_day: dict[str, int]
     judged_rate: float | None
     generated_rate: float | None
-    execution_success_rate: float | None
+    execution_success_rate: float | None = Field(description="runs that ran to completion (exit 0, on its device)")
+    trained_rate: float | None = Field(None, description="runs whose verdict is trained")
+    beats_baseline_rate: float | None = Field(None, description="of runs that reported method and baseline")
+    by_day: dict[str, dict] = Field(default_factory=dict, description="runs, trained and beats-baseline rates per day")
+    by_venue: dict[str, dict] = Field(default_factory=dict, description="the same per venue")
     usage: Usage
     dollars_per_100_papers: float | None
+
+
+def verdict_rates(runs: list) -> dict:
+    """Of runs: how many trained (the worker's verdict, not exit 0), and of those that
+    reported method and baseline, how many beat it."""
+    compared = [v.beats_baseline for _, v in runs if v.beats_baseline is not None]
+    return {"runs": len(runs),
+            "trained_rate": (sum(v.training == "trained" for _, v in runs) / len(runs)) if runs else None,
+            "beats_baseline_rate": (sum(compared) / len(compared)) if compared else None}
+
+
+def grouped(runs: list, key) -> dict[str, dict]:
+    groups: dict[str, list] = {}
+    for p, v in runs:
+        groups.setdefault(key(p, v), []).append((p, v))
+    return {k: verdict_rates(g) for k, g in sorted(groups.items())}
 
 
 def report(since: datetime, s: Settings | None = None) -> Report:
@@ -141,6 +163,7 @@ def report(since: datetime, s: Settings | None = None) -> Report:
     judged_any = sum(1 for p in papers if p.verdict is not None)  # answered by the judge
     executed = sum(1 for p in papers for v in p.code_versions if v.success is not None)
     succeeded = sum(1 for p in papers for v in p.code_versions if v.success)
+    runs = [(p, v) for p in papers for v in p.code_versions if v.success is not None]
     usage = Usage()
     for p in papers:
         usage = usage + paper_usage(p)
@@ -151,6 +174,9 @@ def report(since: datetime, s: Settings | None = None) -> Report:
                      / judged_any) if judged_any else None,
         generated_rate=(reached("generated") / reached("judged")) if reached("judged") else None,
         execution_success_rate=(succeeded / executed) if executed else None,
+        trained_rate=verdict_rates(runs)["trained_rate"], beats_baseline_rate=verdict_rates(runs)["beats_baseline_rate"],
+        by_day=grouped(runs, lambda p, v: v.run_day),
+        by_venue=grouped(runs, lambda p, v: f"{p.venue} {p.year or ''}".strip()),
         usage=usage, dollars_per_100_papers=(usage.dollars / len(papers) * 100) if papers else None,
     )
 
@@ -160,7 +186,12 @@ def report_markdown(r: Report) -> str:
     lines = [f"# Annapurna report since {r.since[:16]}", "", f"{r.papers} papers", "",
              "| stage | rate |", "|---|---|", f"| relevant and implementable (of papers the judge answered) | {pct(r.judged_rate)} |",
              f"| code generated (of relevant) | {pct(r.generated_rate)} |",
-             f"| runs that trained (of runs) | {pct(r.execution_success_rate)} |", "",
+             f"| runs that ran to completion (of runs) | {pct(r.execution_success_rate)} |",
+             f"| runs that trained: the loss fell, on its device (of runs) | {pct(r.trained_rate)} |",
+             f"| method beat its baseline (of runs that reported both) | {pct(r.beats_baseline_rate)} |", "",
+             "| day or venue | runs | trained | beats baseline |", "|---|---|---|---|",
+             *[f"| {k} | {g['runs']} | {pct(g['trained_rate'])} | {pct(g['beats_baseline_rate'])} |"
+               for k, g in [*r.by_day.items(), *r.by_venue.items()]], "",
              "| status | papers |", "|---|---|", *[f"| {k} | {v} |" for k, v in sorted(r.by_status.items())], "",
              f"model calls {r.usage.calls}, tokens {r.usage.input_tokens} in / {r.usage.output_tokens} out, "
              f"${r.usage.dollars:.4f}" + (f" (${r.dollars_per_100_papers:.3f} per 100 papers)" if r.dollars_per_100_papers is not None else "")]

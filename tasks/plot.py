@@ -5,15 +5,16 @@ has, and rendered to PNG."""
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
 import pymupdf
 
-from blocks.paper import PaperStatus
 from blocks.settings import Settings, filesystem, load_settings, paper_index
 from tasks.storage import read_object
+from trainium_worker.verdict import loss_series
 
 W, H, PAD = 900, 420, 48
 COLORS = [(0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16), (0.58, 0.4, 0.74),
@@ -30,17 +31,17 @@ def _frame(page, rect: pymupdf.Rect, title: str) -> None:
 def plot(since: datetime, path: Path, s: Settings | None = None) -> Path:
     s = s or load_settings()
     papers = paper_index(s).list_papers(since=since, limit=100000)
-    runs: Counter[tuple[str, bool]] = Counter()
+    runs: Counter[tuple[str, bool]] = Counter()  # (day, trained) -> runs; trained is the worker's verdict
     for p in papers:
-        for h in p.history:
-            if h.status in (PaperStatus.EXECUTED, PaperStatus.EXECUTION_FAILED) and h.at >= since:
-                runs[(h.at.date().isoformat(), h.status is PaperStatus.EXECUTED)] += 1
+        for v in p.code_versions:
+            if v.success is not None and (v.ran_at or v.created_at) >= since:
+                runs[(v.run_day, v.training == "trained")] += 1
     results_fs, curves = filesystem("results", s), []
     for p in papers:
         for v in p.code_versions:
             data = read_object(results_fs, v.result_key) if v.result_key else None
             series = json.loads(data).get("metrics_series", []) if data else []
-            losses = [m["training_loss"] for m in series if isinstance(m.get("training_loss"), (int, float))]
+            losses = [x for x in loss_series(series)[1] if math.isfinite(x)]
             if len(losses) >= 2:
                 curves.append((f"{p.title[:28]} v{v.version}", losses))
     doc = pymupdf.open()
@@ -48,7 +49,7 @@ def plot(since: datetime, path: Path, s: Settings | None = None) -> Path:
     page.insert_text((PAD, 24), f"Annapurna since {since:%Y-%m-%d %H:%M}", fontsize=13)
     left = pymupdf.Rect(PAD, 70, W / 2 - PAD / 2, H - PAD)
     right = pymupdf.Rect(W / 2 + PAD / 2, 70, W - PAD, H - PAD)
-    _frame(page, left, "runs per day (green trained, red failed)")
+    _frame(page, left, "runs per day (green trained, red did not: failed, no learning, diverged)")
     days = sorted({d for d, _ in runs})
     top = max([runs[(d, True)] + runs[(d, False)] for d in days] or [1])
     width = left.width / max(len(days), 1)
@@ -72,6 +73,6 @@ def plot(since: datetime, path: Path, s: Settings | None = None) -> Path:
         page.draw_polyline(points, color=COLORS[i], width=1.6)
         page.insert_text((right.x0 + 8, right.y0 + 14 + 12 * i), label, fontsize=8, color=COLORS[i])
     if not curves:
-        page.insert_text((right.x0 + 10, right.y0 + 30), "no run reported two training_loss values", fontsize=9, color=GREY)
+        page.insert_text((right.x0 + 10, right.y0 + 30), "no run reported two loss values", fontsize=9, color=GREY)
     page.get_pixmap(dpi=110).save(str(path))
     return path

@@ -68,7 +68,9 @@ def test_operator_commands_on_a_real_run(home, prefect_server, tmp_path):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
     assert rep["papers"] == 4 and rep["execution_success_rate"] == 2 / 3 and rep["usage"]["calls"] == 6
-    assert rep["dollars_per_100_papers"] > 0 and "runs that trained (of runs) | 67%" in (tmp_path / "r.md").read_text()
+    assert rep["dollars_per_100_papers"] > 0 and "runs that ran to completion (of runs) | 67%" in (tmp_path / "r.md").read_text()
+    assert rep["trained_rate"] is not None and "runs that trained: the loss fell" in (tmp_path / "r.md").read_text()
+    assert set(rep["by_venue"]) == {"ICLR 2025"} and rep["by_venue"]["ICLR 2025"]["runs"] == 3
 
 
 def test_bad_input_is_one_line_and_changes_nothing(home, tmp_path):

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from trainium_worker.verdict import VerdictRules
+
 Isolation = Literal["auto", "bwrap", "unshare", "process-group"]
 IsolationLevel = Literal["bwrap", "unshare", "process-group"]
 
@@ -28,6 +30,9 @@ class Job(BaseModel):
     attempt: int = Field(1, ge=1, description="which code version's attempt this is")
     retry_compilation: bool = Field(False, description="an earlier run of this paper failed or was killed: "
                                     "the Neuron compiler must not answer from its cache of failed compilations")
+    headline_metric: str | None = Field(None, description="the paper's headline metric, from the plan: "
+                                        "the program reports method/<it> and baseline/<it>")
+    better: Literal["lower", "higher"] | None = Field(None, description="which way the headline metric improves")
     allow_network: bool = False
     profile: bool = False
     limits: Limits = Field(default_factory=Limits)
@@ -49,4 +54,5 @@ class WorkerConfig(BaseModel):
                                                  "None: bwrap with NeuronCores, process-group otherwise")
     data_dir: Path | None = Field(None, description="staged datasets, exposed read-only as ANNAPURNA_DATA_DIR")
     isolation: Isolation = "auto"
+    verdict_rules: VerdictRules = Field(default_factory=VerdictRules)
     keep_files_bytes: int = Field(16 * 2**20, description="files a program leaves in outputs/ and profile/, kept up to this")

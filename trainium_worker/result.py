@@ -40,6 +40,11 @@ class ExecutionResult(BaseModel):
     stderr_bytes: int = 0
     isolation: str = ""
     notes: list[str] = Field(default_factory=list, description="malformed METRICS lines, truncation")
+    verdict: str = Field("failed", description="trained, no_learning, diverged or failed: the worker's own reading "
+                                               "of the loss series, loop and device, never the program's word")
+    verdict_reason: str = ""
+    headline_metric: str | None = None
+    beats_baseline: bool | None = Field(None, description="method beat baseline on the headline metric; None: not reported")
     ran_on: str | None = Field(None, description="what the program computed on, as the device probe saw it: "
                                                  "neuron, cuda, cpu, xla:<kind>; None when it did not report")
     started_at: datetime = Field(default_factory=_now)

@@ -23,6 +23,7 @@ from trainium_worker.job import Job, WorkerConfig
 from trainium_worker.output import MetricsScanner, Tail
 from trainium_worker.result import ExecutionResult
 from trainium_worker.sandbox import become_subreaper, check_floor, detect, wrap
+from trainium_worker.verdict import judge
 
 MARKER_VAR = "ANNAPURNA_JOB_MARKER"
 POLL_S = 0.1  # memory and clock checks; the kernel OOM killer is the backstop between them
@@ -277,6 +278,9 @@ class Runner:
         if reason is None:
             reason = device_mismatch(device, ran_on)
         notes = list(scanner.notes) + ([f"device probe: {probe['probe_error']}"] if probe and "probe_error" in probe else [])
+        loop = has_training_loop(job.code)
+        decided = judge(reason is None, reason, loop, scanner.series, scanner.merged, self.config.verdict_rules,
+                        job.headline_metric, job.better)
         if out.total > out.cap:
             notes.append(f"stdout truncated: kept the last {out.cap} of {out.total} bytes")
         if err.total > err.cap:
@@ -285,7 +289,8 @@ class Runner:
             paper_id=job.paper_id, code_version=job.version, success=reason is None,
             return_code=rc, execution_time=round(elapsed, 3), timeout=bool(reason and reason.startswith("timeout")),
             stdout=out.text(), stderr=err.text(), lines_of_code=lines_of_code(job.code),
-            has_training_loop=has_training_loop(job.code), peak_memory_mb=round(peak, 1),
+            has_training_loop=loop, peak_memory_mb=round(peak, 1), verdict=decided.verdict,
+            verdict_reason=decided.reason, headline_metric=decided.headline_metric, beats_baseline=decided.beats_baseline,
             metrics=scanner.merged, metrics_series=scanner.series, error=reason, device=device.label,
             neuron_cores=[device.index] if device.kind == "neuron" else [],
             stdout_bytes=out.total, stderr_bytes=err.total, isolation=self.isolation, notes=notes, ran_on=ran_on,
