@@ -4,7 +4,6 @@ findings, and repaired from a failed run's error tail."""
 
 from __future__ import annotations
 
-import ast
 import re
 
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -13,15 +12,10 @@ from pydantic import BaseModel, Field
 from blocks.paper import Paper, Verdict
 from blocks.settings import Settings
 from tasks.llm import LLMError, Usage, ask, replay_key
+from tasks.program_checks import check_program
 
 PROMPT_VERSION = "codegen-v1"
 ERROR_TAIL_CHARS = 2000
-ALLOWED_IMPORTS = {
-    "torch", "torch_xla", "torch_neuronx", "numpy", "math", "random", "json", "time", "os", "sys", "dataclasses",
-    "typing", "itertools", "functools", "collections", "statistics", "copy", "re", "enum", "abc", "pathlib",
-    "argparse", "string", "operator", "contextlib", "warnings", "__future__",
-}
-
 SYSTEM = """Task: codegen
 You turn a machine-learning paper into ONE self-contained PyTorch program that tests its core
 idea at small scale. First write a short plan, then the program.
@@ -73,26 +67,13 @@ def parse_program(text: str) -> Program:
 
 
 def static_check(code: str) -> list[str]:
-    """What is wrong with a program before it runs; empty when nothing is."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError as e:
-        return [f"does not parse: {e.msg} at line {e.lineno}"]
-    findings = []
-    for node in ast.walk(tree):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        for name in names:
-            if name.split(".")[0] not in ALLOWED_IMPORTS:
-                findings.append(f"imports {name!r} (allowed: torch, numpy and the standard library)")
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "cuda":
-            findings.append(f"line {node.lineno}: hard-coded .cuda(); pick the device instead")
-    if not any(isinstance(n, ast.Constant) and isinstance(n.value, str) and "METRICS:" in n.value for n in ast.walk(tree)):
-        findings.append("never prints a `METRICS: {json}` line")
-    return findings
+    """What is wrong with a program before it runs (blocking findings, each with its line);
+    empty when nothing is. Advisory findings are in `advisories`."""
+    return [str(f) for f in check_program(code) if f.blocking]
+
+
+def advisories(code: str) -> list[str]:
+    return [str(f) for f in check_program(code) if not f.blocking]
 
 
 def codegen_prompt(paper: Paper, verdict: Verdict | None, excerpt: str, version: int,

@@ -16,6 +16,7 @@ from blocks.index import PaperIndex
 from blocks.paper import CodeArtifact, Paper, PaperStatus
 from blocks.settings import filesystem, load_settings, paper_index
 from tasks.codegen import PROMPT_VERSION as CODEGEN_PROMPT
+from tasks.codegen import advisories
 from tasks.codegen import ERROR_TAIL_CHARS, GenerationOutcome, generate_program
 from tasks.judge import JudgeOutcome, judge_paper
 from tasks.llm import Usage, chat_model, retry_condition
@@ -90,7 +91,7 @@ def store_generation(index: PaperIndex, outcome: GenerationOutcome) -> Paper:
     artifact = CodeArtifact(
         paper_id=outcome.paper_id, version=outcome.version, code_key=key, sha256=sha, model=outcome.model,
         prompt_version=CODEGEN_PROMPT,
-        lines_of_code=lines_of_code(outcome.program.code),
+        lines_of_code=lines_of_code(outcome.program.code), static_findings=advisories(outcome.program.code),
     )
 
     def change(p: Paper) -> Paper:

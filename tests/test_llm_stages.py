@@ -167,9 +167,11 @@ def test_a_runtime_failure_is_repaired_on_the_next_attempt(replay):
 def test_parsing_and_static_checks():
     p = parse_program(program(GOOD_PROGRAM))
     assert p.dataset == "synthetic: Gaussian" and static_check(p.code) == []
-    assert static_check("def f(:\n")[0].startswith("does not parse")
-    assert static_check("import torch\nprint('no metrics')\n") == ["never prints a `METRICS: {json}` line"]
-    assert static_check("import socket\nprint('METRICS: {}')\n") == ["imports 'socket' (allowed: torch, numpy and the standard library)"]
+    assert static_check("def f(:\n")[0].startswith("line 1: does not parse")
+    assert static_check("import torch\nprint('no metrics')\n") == [
+        "no training loop (a loop calling loss.backward() and optimizer.step())", "never prints a `METRICS: {json}` line"]
+    assert "line 1: imports 'socket': programs have no network; never download" in static_check(
+        "import socket\nprint('METRICS: {}')\n")
     with pytest.raises(llm.LLMError, match="no ```python block"):
         parse_program("Here is my plan but I forgot the code.")
 

@@ -17,7 +17,7 @@ def has_training_loop(code: str) -> bool:
     """A for/while loop whose body calls `.backward()` and an optimizer's `.step()`."""
     try:
         tree = ast.parse(code)
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError, ValueError):  # a program nested too deeply is no loop
         return False
     return any(
         {"backward", "step"} <= _calls(node) for node in ast.walk(tree) if isinstance(node, (ast.For, ast.While))
