@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The preflight interpreter: torch 2.9 + torch-xla 2.9 (on PyPI; only CUDA builds of torch 2.9
+# exist there, so it is about 7 GB). Programs run on the XLA CPU device before any trn1 time.
+PREFLIGHT_VENV ?= .preflight-venv
+PREFLIGHT_STAMP := $(PREFLIGHT_VENV)/.installed
 
-.PHONY: demo demo-stop demo-clean test bench install clean lock
+.PHONY: demo demo-stop demo-clean test bench install clean lock preflight-env
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +25,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+$(PREFLIGHT_STAMP): Makefile
+	test -x $(PREFLIGHT_VENV)/bin/python || $(PYTHON) -m venv $(PREFLIGHT_VENV)
+	$(PREFLIGHT_VENV)/bin/python -m pip install -q 'torch==2.9.0' 'torch-xla==2.9.0' 'numpy<3'
+	touch $(PREFLIGHT_STAMP)
+
+preflight-env: $(PREFLIGHT_STAMP)
+	@echo "ANNAPURNA_PREFLIGHT_PYTHON=$(CURDIR)/$(PREFLIGHT_VENV)/bin/python"
+
 demo: $(STAMP)
 	$(PY) -m deployments.demo
 
@@ -31,8 +43,8 @@ demo-clean:
 	rm -rf $(CURDIR)/.demo
 
 # pytest exits 5 when it collected no test: that is a broken suite, not a pass.
-test: $(STAMP)
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+test: $(STAMP) $(PREFLIGHT_STAMP)
+	@PREFLIGHT_TEST_PYTHON=$(CURDIR)/$(PREFLIGHT_VENV)/bin/python $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # The benchmarks quoted in the README; they install the alternatives they compare against.
@@ -42,7 +54,7 @@ bench: $(STAMP)
 	$(PY) bench/pdf_extraction.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(PREFLIGHT_VENV) .pytest_cache
 
 # Rewrite constraints.txt from the working .venv (after `make test` passes on it).
 lock: $(STAMP)

@@ -91,6 +91,7 @@ class CodeArtifact(BaseModel):
     training_reason: str | None = None
     beats_baseline: bool | None = None
     ran_at: datetime | None = None
+    preflight: dict | None = Field(None, description="the torch-xla CPU preflight's summary, or why it was skipped")
 
     @property
     def run_day(self) -> str:

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     checkout: Path | None = Field(None, description="the checkout flow runs start in (prefect.yaml's pull step)")
     neuron_tool_paths: str = "/opt/aws/neuron/bin"
     worker_pass_env: str = ""
+    preflight_python: str | None = Field(None, description="interpreter with torch-xla for the CPU preflight")
+    preflight_timeout_s: float = Field(180, gt=0)
+    preflight_max_compilations: int = Field(30, ge=1)
+    preflight_first_sync_s: float = Field(45, gt=0)
+    preflight_max_transfers_per_step: float = Field(2.0, ge=0)
     verdict_min_loss_points: int = Field(5, ge=2)
     verdict_min_loss_drop: float = Field(0.05, ge=0, lt=1)
     verdict_divergence_factor: float = Field(2.0, gt=1)

@@ -7,16 +7,17 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import acreate_progress_artifact, acreate_table_artifact, aupdate_progress_artifact
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, Field
 
 from blocks.paper import PaperStatus
-from blocks.settings import Settings, load_settings, paper_index
+from blocks.settings import Settings, filesystem, load_settings, paper_index
 from flows.process_papers import StageReport, ensure_llm_limit, publish_stage_report, repair, run_stages
-from tasks.execute import queue
+from tasks.execute import queue, record_preflight
 from tasks.llm import Usage
 
 Until = Literal["scrape", "judge", "generate", "execute"]
@@ -57,6 +58,19 @@ async def dispatch(paper_ids: list[str], batch_size: int, wait: bool, progress=N
     return len(batches), sum(seconds)
 
 
+@task(name="preflight", task_run_name="preflight {paper_id}", cache_policy=NO_CACHE, persist_result=False)
+def preflight_task(paper_id: str) -> bool:
+    """The paper's latest program under torch-xla on the CPU: True when it may use trn1 time."""
+    s = load_settings()
+    index = paper_index(s)
+    return record_preflight(index, filesystem("results", s), index.require(paper_id), filesystem("code", s), s)
+
+
+async def preflight_all(paper_ids: list[str]) -> list[str]:
+    """One program at a time (each takes the machine's cores); those that passed."""
+    return await asyncio.to_thread(lambda: [pid for pid in paper_ids if preflight_task(pid)])
+
+
 async def run_chain(paper_ids: list[str], until: Until, batch_size: int, wait: bool,
                     s: Settings | None = None) -> ChainReport:
     s = s or load_settings()
@@ -77,7 +91,11 @@ async def run_chain(paper_ids: list[str], until: Until, batch_size: int, wait: b
     total = -(-len(ready) // batch_size) * (1 + (s.repair_attempts if wait else 0))
     try:
         for attempt in range(1 + (s.repair_attempts if wait else 0)):
-            batches, seconds = await dispatch(ready, batch_size, wait, progress, report.batches, total)
+            passed = await preflight_all(ready)  # a program that fails goes to repair, not to the trn1
+            if len(passed) < len(ready):
+                log.info("preflight stopped %d of %d programs before the trn1", len(ready) - len(passed), len(ready))
+            batches, seconds = (await dispatch(passed, batch_size, wait, progress, report.batches, total)
+                                if passed else (0, 0.0))
             report.batches += batches
             report.execution_seconds += seconds
             if not wait:
@@ -118,6 +136,8 @@ async def _finish(report: ChainReport, paper_ids: list[str], s: Settings) -> Cha
                         if p.verdict else (p.extra.get("triage") or {}).get("reason", "")),
             "code": f"v{code.version}" if code else "", "success": "" if not code or code.success is None else code.success,
             "trained": (code.training or "") if code else "",
+            "preflight": "" if not code or not code.preflight else (
+                "skipped" if "skipped" in code.preflight else "passed" if code.preflight.get("passed") else "failed"),
             "beats baseline": "" if not code or code.beats_baseline is None else code.beats_baseline,
             "metrics": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in list((code.metrics if code else {}).items())[:3]),

@@ -405,6 +405,32 @@ def execute(
         raise typer.Exit(1)
 
 
+@app.command()
+def preflight(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="a Python program"),
+    as_json: bool = JSON,
+) -> None:
+    """Run one file once under torch-xla on the CPU (ANNAPURNA_PREFLIGHT_PYTHON), as the
+    preflight stage does before any trn1 time, and print its report. Exit 1 when it fails."""
+    import asyncio
+
+    from tasks.execute import preflight_limits, worker_config
+    from trainium_worker.preflight import preflight as run_preflight
+
+    s = load_settings()
+    if not s.preflight_python:
+        raise AnnapurnaError("ANNAPURNA_PREFLIGHT_PYTHON is not set: `make preflight-env` builds the torch-xla "
+                             "interpreter and prints the line to set")
+    report, result = asyncio.run(run_preflight(file.read_text(), s.preflight_python, worker_config(s), preflight_limits(s),
+                                               f"file:{file.name}"))
+    if as_json:
+        print(json.dumps({"report": report.model_dump(), "result": result.model_dump(mode="json")}, indent=2))
+    else:
+        console.print(report.text(), highlight=False, markup=False)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

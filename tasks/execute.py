@@ -165,3 +165,44 @@ def sync_compile_cache(url: str, local: str, direction: str, endpoint_url: str |
                 s3.upload_file(str(path), bucket, prefix + rel)
                 copied += 1
     return copied
+
+
+def preflight_limits(s: Settings):
+    from trainium_worker.preflight import PreflightLimits
+
+    return PreflightLimits(timeout_s=s.preflight_timeout_s, max_compilations=s.preflight_max_compilations,
+                           first_sync_s=s.preflight_first_sync_s,
+                           max_transfers_per_step=s.preflight_max_transfers_per_step)
+
+
+def record_preflight(index: PaperIndex, results_fs: WritableFileSystem, paper: Paper, code_fs: WritableFileSystem,
+                     s: Settings) -> bool:
+    """Preflight the paper's latest program; True when it may go to the trn1. A failure is
+    recorded like a run (results store, code version, `execution_failed` with the report as
+    its error tail), so the repair loop rewrites it without any trn1 time."""
+    import asyncio
+
+    from trainium_worker.preflight import preflight
+
+    artifact = latest_code(paper)
+    if artifact is None:
+        return False
+    if not s.preflight_python:
+        skipped = {"skipped": "ANNAPURNA_PREFLIGHT_PYTHON is not set (`make preflight-env` builds it)"}
+        index.update(paper.id, lambda p: p.model_copy(update={"code_versions": [
+            v.model_copy(update={"preflight": skipped}) if v.version == artifact.version else v for v in p.code_versions]}))
+        return True
+    code = (read_object(code_fs, artifact.code_key) or b"").decode()
+    report, result = asyncio.run(preflight(code, s.preflight_python, worker_config(s), preflight_limits(s),
+                                           paper.id, artifact.version))
+    summary = report.model_dump(exclude={"lines"}) | {"lines": report.lines[:5]}
+    key = result_key(paper.id, artifact.version, f"preflight-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}.json")
+    put_once(results_fs, key, report.model_dump_json(indent=2).encode())
+    index.update(paper.id, lambda p: p.model_copy(update={"code_versions": [
+        v.model_copy(update={"preflight": summary | {"report_key": key}}) if v.version == artifact.version else v
+        for v in p.code_versions]}))
+    if report.passed:
+        return True
+    queue(index, paper.id)
+    record_result(index, results_fs, result, {})
+    return False

@@ -343,7 +343,7 @@ def test_a_deployment_made_in_one_checkout_runs_from_the_workers_own(home, prefe
     assert runs and runs[0].state.is_completed(), (runs[0].state if runs else None, worker.stdout[-3000:])
 
 
-XLA_PYTHON = os.environ.get("XLA_TEST_PYTHON")
+XLA_PYTHON = os.environ.get("PREFLIGHT_TEST_PYTHON")
 XLA_TRAIN = textwrap.dedent('''
     import json, os
     os.environ["PJRT_DEVICE"] = "CPU"  # no NeuronCore here: XLA on the host CPU
@@ -357,8 +357,8 @@ XLA_TRAIN = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.skipif(not XLA_PYTHON, reason="set XLA_TEST_PYTHON to an interpreter with torch-xla "
-                                           "(about 7 GB: `pip install torch==2.9.0 torch-xla==2.9.0`) to run this")
+@pytest.mark.skipif(not XLA_PYTHON, reason="PREFLIGHT_TEST_PYTHON is unset: `make test` builds the torch-xla "
+                                           "interpreter (`make preflight-env`) and sets it")
 def test_the_probe_sees_xla_executions_and_their_device_type(tmp_path):
     config = WorkerConfig(python=XLA_PYTHON, compile_cache=str(tmp_path / "cache"), min_isolation="process-group")
     on_cpu_slot, _ = run_on(Device(kind="cpu", index=0), XLA_TRAIN, config)

@@ -34,6 +34,8 @@ class Job(BaseModel):
                                         "the program reports method/<it> and baseline/<it>")
     better: Literal["lower", "higher"] | None = Field(None, description="which way the headline metric improves")
     allow_network: bool = False
+    env: dict[str, str] = Field(default_factory=dict, description="more variables for this job (preflight's); "
+                                "credential-like names are dropped")
     profile: bool = False
     limits: Limits = Field(default_factory=Limits)
 

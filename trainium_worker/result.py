@@ -45,6 +45,9 @@ class ExecutionResult(BaseModel):
     verdict_reason: str = ""
     headline_metric: str | None = None
     beats_baseline: bool | None = Field(None, description="method beat baseline on the headline metric; None: not reported")
+    xla: dict | None = Field(None, description="what XLA did: compilations, executions, mark_steps, transfers, "
+                                               "fallbacks (from the device probe)")
+    stopped: str | None = Field(None, description="why the preflight watchdog stopped the program early")
     ran_on: str | None = Field(None, description="what the program computed on, as the device probe saw it: "
                                                  "neuron, cuda, cpu, xla:<kind>; None when it did not report")
     started_at: datetime = Field(default_factory=_now)

@@ -200,6 +200,7 @@ class Runner:
         (workdir / "program.py").write_text(job.code)
         marker = uuid.uuid4().hex
         env = base_env(workdir, cfg, marker) | device_env(device, job, cfg, str(workdir))
+        env |= {k: v for k, v in job.env.items() if not NEVER.search(k)}
         env["ANNAPURNA_DEVICE"] = device.label
         writable = []
         if device.kind == "neuron":  # libneuronxla takes a lock file in the cache for every compile
@@ -294,6 +295,7 @@ class Runner:
             metrics=scanner.merged, metrics_series=scanner.series, error=reason, device=device.label,
             neuron_cores=[device.index] if device.kind == "neuron" else [],
             stdout_bytes=out.total, stderr_bytes=err.total, isolation=self.isolation, notes=notes, ran_on=ran_on,
+            xla=(probe or {}).get("xla") or None, stopped=(probe or {}).get("stopped"),
         )
 
 
@@ -316,7 +318,7 @@ def _read_probe(path: Path) -> dict | None:
     """What the probe recorded; bounded, and None when it is missing or not JSON."""
     try:
         with path.open("rb") as f:
-            data = json.loads(f.read(4096))
+            data = json.loads(f.read(65536))
         return data if isinstance(data, dict) and isinstance(data.get("ran_on"), str) else None
     except (OSError, ValueError):
         return None

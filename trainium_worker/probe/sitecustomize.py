@@ -55,18 +55,92 @@ def _ran_on() -> dict:
     return {"ran_on": "cpu"}
 
 
-def _report() -> None:
+def _xla_counts() -> dict:
+    """What XLA did so far: graphs compiled, executions, syncs, device-to-host transfers, and
+    ops that fell back to the CPU (`aten::*` counters; `_local_scalar_dense` is `.item()`,
+    counted as a transfer)."""
+    if "torch_xla" not in sys.modules:
+        return {}
+    try:
+        import torch_xla.debug.metrics as met
+
+        def count(name):
+            data = met.metric_data(name)
+            return (int(data[0]), float(data[1])) if data else (0, 0.0)
+
+        compiles, compile_ns = count("CompileTime")
+        fallbacks = {c.removeprefix("aten::"): int(met.counter_value(c)) for c in met.counter_names()
+                     if c.startswith("aten::") and c != "aten::_local_scalar_dense"}
+        return {"compilations": compiles, "compile_time_s": round(compile_ns / 1e9, 3),
+                "executions": count("ExecuteTime")[0], "mark_steps": int(met.counter_value("MarkStep") or 0),
+                "transfers": count("TransferFromDeviceTime")[0], "fallbacks": fallbacks,
+                "xla_tensors": int(met.counter_value("CreateXlaTensor") or 0)}
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def _write(extra: dict | None = None) -> None:
     path = os.environ.get("ANNAPURNA_PROBE_FILE")
     if not path:
         return
     try:
+        report = _ran_on()
+        xla = _xla_counts()
+        if xla:
+            report["xla"] = xla
+        report.update(extra or {})
         with open(path, "w") as f:
-            json.dump(_ran_on(), f)
+            json.dump(report, f)
     except Exception:  # noqa: BLE001
         pass
 
 
+def _report() -> None:
+    _write()
+
+
 atexit.register(_report)
+
+
+def _watchdog(max_compiles: int, first_sync_s: float) -> None:
+    """Preflight only: stop a program early when it is already clear it would burn trn1
+    time compiling: too many graphs, or no sync (mark_step) long after XLA work began."""
+    import threading
+    import time
+
+    def watch() -> None:
+        xla_since = None  # when the program created its first XLA tensor
+        while True:
+            time.sleep(0.25)
+            module = sys.modules.get("torch_xla")
+            if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+                continue  # not imported yet, or still importing in the program's thread
+            xla = _xla_counts()
+            if not xla or "error" in xla:
+                continue
+            why = None
+            if xla["compilations"] > max_compiles:
+                why = f"{xla['compilations']} graphs compiled, over the limit of {max_compiles}"
+            if xla["xla_tensors"] and xla_since is None:
+                xla_since = time.monotonic()
+            if why is None and xla_since is not None and not xla["mark_steps"] and \
+                    time.monotonic() - xla_since > first_sync_s:
+                why = f"no mark_step within {first_sync_s:g} s of XLA work"
+            if why:
+                _write({"stopped": why})
+                sys.stderr.write(f"annapurna preflight: stopped: {why}\n")
+                sys.stderr.flush()
+                os._exit(86)
+
+    threading.Thread(target=watch, name="annapurna-preflight-watchdog", daemon=True).start()
+
+
+if os.environ.get("ANNAPURNA_PREFLIGHT_MAX_COMPILES"):
+    try:
+        _watchdog(int(os.environ["ANNAPURNA_PREFLIGHT_MAX_COMPILES"]),
+                  float(os.environ.get("ANNAPURNA_PREFLIGHT_FIRST_SYNC_S", "30")))
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _chain() -> None:
