@@ -33,7 +33,7 @@ $(PREFLIGHT_STAMP): Makefile
 preflight-env: $(PREFLIGHT_STAMP)
 	@echo "ANNAPURNA_PREFLIGHT_PYTHON=$(CURDIR)/$(PREFLIGHT_VENV)/bin/python"
 
-demo: $(STAMP)
+demo: $(STAMP) $(PREFLIGHT_STAMP)
 	$(PY) -m deployments.demo
 
 demo-stop:

@@ -82,6 +82,8 @@ class CodeArtifact(BaseModel):
     prompt_version: str = ""
     lines_of_code: int = 0
     static_findings: list[str] = Field(default_factory=list)
+    headline_metric: str | None = Field(None, description="from the plan: what method/ and baseline/ report")
+    better: str | None = Field(None, description="lower or higher, from the plan")
     created_at: datetime = Field(default_factory=utcnow)
     result_key: str | None = None
     success: bool | None = None

@@ -108,6 +108,11 @@ def run_demo(base: Path, keep_running: bool = True, console: Console | None = No
             "ANNAPURNA_OPENREVIEW_WEB_URL": corpus_url, "ANNAPURNA_OPENREVIEW_USERNAME": DEMO_USER,
             "ANNAPURNA_OPENREVIEW_PASSWORD": DEMO_PASSWORD, "ANNAPURNA_CPU_SLOTS": "2",
         }
+        preflight_python = REPO / ".preflight-venv" / "bin" / "python"  # `make preflight-env`
+        if preflight_python.exists():
+            env["ANNAPURNA_PREFLIGHT_PYTHON"] = str(preflight_python)
+        else:
+            console.print("no .preflight-venv: the preflight stage is skipped (recorded on each code version)")
         stack = Stack(base, env)
         try:
             with console.status("starting the Prefect server (SQLite) ..."):
@@ -171,16 +176,24 @@ async def _run_and_watch(api: str, home: str, console: Console) -> dict:
                 "artifacts": sorted({(a.key, a.type) for a in artifacts if a.key})}
 
 
+def preflight_word(report: dict | None) -> str:
+    if not report:
+        return "preflight -"
+    return "preflight skipped" if "skipped" in report else "preflight passed" if report.get("passed") else "preflight FAILED"
+
+
 def _print_outcome(outcome: dict, home: str, console: Console) -> None:
     from blocks.sqlite_index import SQLitePaperIndex
 
     table = Table(title=f"What became of each paper (flow run {outcome['state']})")
-    for col in ("paper", "title", "status", "code", "metrics / reason"):
+    for col in ("paper", "title", "status", "code versions: preflight, verdict", "beats baseline", "metrics / reason"):
         table.add_column(col, overflow="fold")
     for p in SQLitePaperIndex(path=str(Path(home) / "index.sqlite3")).list_papers():
         code = p.code_versions[-1] if p.code_versions else None
         detail = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in (code.metrics if code else {}).items())
-        table.add_row(p.id, p.title[:48], p.status.value, f"v{code.version}" if code else "-",
+        versions = "; ".join(f"v{v.version}: {preflight_word(v.preflight)}, {v.training or '-'}" for v in p.code_versions)
+        table.add_row(p.id, p.title[:48], p.status.value, versions or "-",
+                      "-" if not code or code.beats_baseline is None else str(code.beats_baseline),
                       detail or (p.history[-1].reason or "")[:70])
     console.print(table)
 

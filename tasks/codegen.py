@@ -14,7 +14,7 @@ from blocks.settings import Settings
 from tasks.llm import LLMError, Usage, ask, replay_key
 from tasks.program_checks import check_program
 
-PROMPT_VERSION = "codegen-v1"
+PROMPT_VERSION = "codegen-v2"
 ERROR_TAIL_CHARS = 2000
 SYSTEM = """Task: codegen
 You turn a machine-learning paper into ONE self-contained PyTorch program that tests its core
@@ -25,7 +25,8 @@ PLAN:
 model: <what is built>
 data: <"synthetic: ..." or the name of a dataset under $ANNAPURNA_DATA_DIR>
 training: <loop, optimizer, steps>
-metrics: <training_loss and one validation metric>
+baseline: <the method the paper compares against, trained the same way>
+headline: <the paper's headline metric, one word> (<lower|higher> is better)
 ```python
 <the program>
 ```
@@ -37,13 +38,17 @@ The program must:
 - use synthetic data or a dataset from the directory in $ANNAPURNA_DATA_DIR; never download;
 - import only torch, numpy and the Python standard library; never call .cuda();
 - finish within a few minutes on one device;
-- print lines `METRICS: {json}` with "training_loss" and a validation metric, at least at the end."""
+- train the paper's method AND its baseline under the same budget (same data, steps and size);
+- print lines `METRICS: {json}`: "method/loss" and "baseline/loss" at least 10 times during
+  training, and at the end "method/<headline>" and "baseline/<headline>" for the headline metric."""
 
 
 class Program(BaseModel):
     plan: str
     dataset: str
     code: str
+    headline_metric: str | None = None
+    better: str | None = None  # lower / higher
 
 
 class GenerationOutcome(BaseModel):
@@ -63,7 +68,10 @@ def parse_program(text: str) -> Program:
     code = max(blocks, key=len)
     plan = text[: text.find("```")].strip().removeprefix("PLAN:").strip()
     data = re.search(r"^\s*data:\s*(.+)$", plan, re.M | re.I)
-    return Program(plan=plan, dataset=data.group(1).strip() if data else "unspecified", code=code.strip() + "\n")
+    headline = re.search(r"^\s*headline:\s*([\w./-]+)\W*(?:.*?\b(lower|higher)\b)?", plan, re.M | re.I)
+    return Program(plan=plan, dataset=data.group(1).strip() if data else "unspecified", code=code.strip() + "\n",
+                   headline_metric=headline.group(1) if headline else None,
+                   better=headline.group(2).lower() if headline and headline.group(2) else None)
 
 
 def static_check(code: str) -> list[str]:

@@ -71,7 +71,9 @@ def prepare_job(paper: Paper, code_fs: WritableFileSystem, job_limits: Limits, *
     if code is None:
         raise ValueError(f"paper {paper.id}: code {artifact.code_key} is missing from storage")
     return Job(paper_id=paper.id, code=code.decode(), version=artifact.version, attempt=artifact.version,
-               limits=job_limits, profile=profile, allow_network=allow_network, retry_compilation=retry_compilation)
+               limits=job_limits, profile=profile, allow_network=allow_network, retry_compilation=retry_compilation,
+               headline_metric=artifact.headline_metric,
+               better=artifact.better if artifact.better in ("lower", "higher") else None)
 
 
 def queue(index: PaperIndex, paper_id: str) -> Paper:

@@ -146,11 +146,16 @@ def check_program(code: str) -> list[Finding]:
         add(guard, "xla", "import torch_xla falls back on failure: on trn1 that hides a broken Neuron install",
             blocking=False)
     if uses_xla_device:
-        loops = [n for n in nodes if isinstance(n, (ast.For, ast.While)) and {"backward", "step"} <= {
-            c.func.attr for c in ast.walk(n) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)}]
-        for loop in loops:
+        def training(n: ast.AST) -> bool:
+            return isinstance(n, (ast.For, ast.While)) and {"backward", "step"} <= {
+                c.func.attr for c in ast.walk(n) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)}
+
+        loops = [n for n in nodes if training(n)]
+        inner = {id(sub) for loop in loops for sub in ast.walk(loop) if sub is not loop}
+        for loop in (n for n in loops if id(n) not in inner):  # the outermost training loops
             calls = {c.func.attr for c in ast.walk(loop) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)}
             calls |= {c.func.id for c in ast.walk(loop) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
             if not calls & SYNC_CALLS:
-                add(loop, "xla", "the training loop never calls xm.mark_step() / torch_xla.sync(): one giant graph")
+                add(loop, "xla", "the training loop never calls xm.mark_step() / torch_xla.sync(): one giant graph",
+                    blocking=False)
     return sorted(findings, key=lambda f: f.line)

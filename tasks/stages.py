@@ -92,6 +92,7 @@ def store_generation(index: PaperIndex, outcome: GenerationOutcome) -> Paper:
         paper_id=outcome.paper_id, version=outcome.version, code_key=key, sha256=sha, model=outcome.model,
         prompt_version=CODEGEN_PROMPT,
         lines_of_code=lines_of_code(outcome.program.code), static_findings=advisories(outcome.program.code),
+        headline_metric=outcome.program.headline_metric, better=outcome.program.better,
     )
 
     def change(p: Paper) -> Paper:

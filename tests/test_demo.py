@@ -10,6 +10,7 @@ from rich.console import Console
 
 from blocks.paper import PaperStatus
 from blocks.sqlite_index import SQLitePaperIndex
+from conftest import REPO
 from deployments.demo import run_demo
 from tasks.storage import read_object
 
@@ -41,5 +42,17 @@ def test_the_demo_end_to_end(tmp_path):
 
     result = json.loads(read_object(LocalFileSystem(basepath=str(base / "home" / "storage" / "results")),
                                     lora.code_versions[-1].result_key))
-    assert result["success"] and result["isolation"] and len(result["metrics_series"]) == 4
+    assert result["success"] and result["isolation"] and len(result["metrics_series"]) == 11
     assert lora.verdict.model == "replay:judge/openreview_dEm0LoRA01.json"
+    # the verdicts: LoRA trained and beat its baseline; the repaired one trained; the damaged-PDF one trained
+    assert (lora.code_versions[-1].training, lora.code_versions[-1].beats_baseline) == ("trained", True)
+    assert [v.training for v in norm.code_versions] == ["failed", "trained"]
+    assert broken.code_versions[-1].training == "trained"
+    preflight = [v.preflight for v in norm.code_versions]
+    if (REPO / ".preflight-venv" / "bin" / "python").exists():  # `make test` builds it
+        # v1 was stopped by the preflight (no trn1 time) and repaired; v2 passed it and trained
+        assert preflight[0]["passed"] is False and preflight[1]["passed"] is True
+        assert norm.code_versions[0].error.startswith("preflight: ")
+    else:
+        print("no .preflight-venv: the demo ran without preflight")
+        assert all("skipped" in p for p in preflight)

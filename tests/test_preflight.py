@@ -86,6 +86,9 @@ def test_no_mark_step_is_stopped_by_the_watchdog():
     report, result = run(NO_MARK_STEP)
     assert not report.passed and "no mark_step within 4 s of XLA work" in report.reasons[0], report.text()
     assert result.execution_time < 19
+    unsynced, _ = asyncio.run(preflight(NO_MARK_STEP.replace("< 20", "< 3"), PYTHON, WorkerConfig(min_isolation="process-group"),
+                                        LIMITS.model_copy(update={"first_sync_s": 60})))
+    assert unsynced.reasons == ["built XLA tensors but never executed a graph: no mark_step (one giant graph)"]
 
 
 def test_hard_coded_cuda_and_cpu_only_programs_never_reach_xla():

@@ -67,7 +67,7 @@ def test_each_rule_trips_with_its_line(line):
 
 def test_xla_contract_findings():
     no_sync = CLEAN.replace("    xm.mark_step()\n", "")
-    assert [(f.line, f.rule) for f in check_program(no_sync)] == [(9, "xla")]
+    assert [(f.line, f.rule, f.blocking) for f in check_program(no_sync)] == [(9, "xla", False)]
     assert "never calls xm.mark_step()" in check_program(no_sync)[0].message
     assert check_program(CLEAN.replace("xm.mark_step()", "torch_xla.sync()")) == []
     cpu_only = CLEAN.replace("xm.xla_device()", "torch.device('cpu')")
@@ -94,3 +94,22 @@ def test_a_deeply_nested_expression_is_a_finding_not_a_crash():
     assert found and found[0].rule == "syntax" and found[0].message.startswith("does not parse")
     chain = "x = 1" + " + 1" * 100000 + "\n"
     assert isinstance(check_program(chain), list)
+
+
+def test_a_loop_inside_the_synced_training_loop_is_fine():
+    code = """import json, torch
+import torch_xla.core.xla_model as xm
+device = xm.xla_device()
+models = [torch.nn.Linear(4, 1).to(device) for _ in range(2)]
+opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in models]
+x = torch.randn(8, 4, device=device)
+for step in range(10):
+    for m, opt in zip(models, opts):
+        opt.zero_grad()
+        m(x).pow(2).mean().backward()
+        opt.step()
+    xm.mark_step()
+print("METRICS: {}")
+"""
+    assert check_program(code) == []
+    assert [f.line for f in check_program(code.replace("    xm.mark_step()\n", ""))] == [7]

@@ -76,7 +76,10 @@ def assess(result: ExecutionResult, limits: PreflightLimits) -> PreflightReport:
     elif result.error:
         reasons.append(f"the program failed: {result.error}")
     if not (result.ran_on or "").startswith("xla"):
-        reasons.append(f"never computed on the XLA device (ran on {result.ran_on or 'unknown'})")
+        if xla.get("xla_tensors") and not report.executions:
+            reasons.append("built XLA tensors but never executed a graph: no mark_step (one giant graph)")
+        else:
+            reasons.append(f"never computed on the XLA device (ran on {result.ran_on or 'unknown'})")
     if report.compilations > limits.max_compilations and not result.stopped:
         reasons.append(f"{report.compilations} graphs compiled (limit {limits.max_compilations}): data-dependent shapes?")
     if report.transfers_per_step > limits.max_transfers_per_step:
