@@ -182,6 +182,7 @@ def status(watch: bool = typer.Option(False, "--watch", help="refresh every 5 s"
             console.print(f"trn1 instance: {b.instance}")
             u = b.last_day
             console.print(f"last day: {u.calls} model calls, {u.input_tokens + u.output_tokens} tokens, ${u.dollars:.4f}")
+            console.print("last day's runs: " + (", ".join(f"{k} {v}" for k, v in b.runs_last_day.items()) or "none"))
             if b.failures:
                 print_rows(b.failures, False, "recent failures")
         if not watch:

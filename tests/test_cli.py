@@ -40,6 +40,7 @@ def test_operator_commands_on_a_real_run(home, prefect_server, tmp_path):
     assert board["papers"]["executed"] == 2 and board["papers"]["execution_failed"] == 1 and board["papers"]["rejected"] == 1
     assert [f["paper"] for f in board["failures"]] == [NORM] and board["last_day"]["calls"] == 6
     assert board["instance"].startswith("not configured")
+    assert board["runs_last_day"] == {"trained": 2, "failed": 1}, board["runs_last_day"]
     human = annapurna("status", env=env).stdout
     assert "executed 2" in human and "recent failures" in human
 
