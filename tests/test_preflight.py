@@ -69,16 +69,21 @@ def test_a_program_that_follows_the_contract_passes():
 
 
 def test_item_every_step_fails_on_transfers_with_its_line():
-    report, result = run(ITEM_EVERY_STEP)
-    assert not report.passed and report.transfers_per_step == 3.0
+    report, result = run(ITEM_EVERY_STEP)  # the watchdog may stop it before its 20 steps end
+    assert not report.passed and report.transfers_per_step > 2  # 3 per step, minus a snapshot's lag
     assert any("device-to-host transfers per step" in r for r in report.reasons)
+    assert any(line.startswith("program.py:9 ") for line in report.lines), report.lines  # the .item() line
     assert result.error.startswith("preflight: ") and result.stderr.rstrip().endswith(report.text().splitlines()[-1])
 
 
 def test_data_dependent_shapes_are_stopped_early_with_the_fallback_and_line():
     report, _ = run(DATA_DEPENDENT)
-    assert not report.passed and report.reasons[0].startswith("stopped early: ") and "graphs compiled" in report.reasons[0]
-    assert "nonzero" in report.fallbacks and any("fell back to the CPU: nonzero" in r for r in report.reasons)
+    assert report.reasons == ["stopped early: 1 ops fell back to the CPU (nonzero)"], report.text()
+    assert "nonzero" in report.fallbacks
+    many_graphs, _ = asyncio.run(preflight(DATA_DEPENDENT, PYTHON, WorkerConfig(min_isolation="process-group"),
+                                           LIMITS.model_copy(update={"max_fallback_ops": 1000})))
+    assert many_graphs.reasons[0].startswith("stopped early: ") and "graphs compiled, over the limit of 10" in \
+        many_graphs.reasons[0], many_graphs.text()
     assert any(line.startswith("program.py:9 ") for line in report.lines), report.lines  # the torch.nonzero line
 
 
@@ -127,4 +132,5 @@ def test_a_failed_preflight_is_recorded_for_repair_and_never_dispatched(home, pr
     tail = failure_tail(bad.code_versions[0].result_key)
     assert "preflight failed" in tail and "device-to-host transfers" in tail and "program.py:" in tail
     prompt = codegen_prompt(bad, None, "", 2, textwrap.dedent(ITEM_EVERY_STEP), tail)
-    assert "preflight failed: 3.0 device-to-host transfers per step" in prompt and "lines that triggered" in prompt
+    assert "preflight failed: " in prompt and "device-to-host transfers per step" in prompt  # stopped early or not
+    assert "lines that triggered" in prompt

@@ -102,7 +102,8 @@ def _report() -> None:
 atexit.register(_report)
 
 
-def _watchdog(max_compiles: int, first_sync_s: float) -> None:
+def _watchdog(max_compiles: int, first_sync_s: float, max_transfers_per_step: float = -1,
+              max_fallbacks: int = -1) -> None:
     """Preflight only: stop a program early when it is already clear it would burn trn1
     time compiling: too many graphs, or no sync (mark_step) long after XLA work began."""
     import threading
@@ -126,6 +127,13 @@ def _watchdog(max_compiles: int, first_sync_s: float) -> None:
             if why is None and xla_since is not None and not xla["mark_steps"] and \
                     time.monotonic() - xla_since > first_sync_s:
                 why = f"no mark_step within {first_sync_s:g} s of XLA work"
+            steps = xla["mark_steps"]
+            if why is None and max_transfers_per_step >= 0 and steps >= 5 and \
+                    xla["transfers"] / steps > max_transfers_per_step:
+                why = f"{xla['transfers'] / steps:.1f} device-to-host transfers per step over {steps} steps"
+            fell_back = sum(xla["fallbacks"].values())
+            if why is None and 0 <= max_fallbacks < fell_back:
+                why = f"{fell_back} ops fell back to the CPU ({', '.join(sorted(xla['fallbacks']))})"
             if why:
                 _write({"stopped": why})
                 sys.stderr.write(f"annapurna preflight: stopped: {why}\n")
@@ -138,7 +146,9 @@ def _watchdog(max_compiles: int, first_sync_s: float) -> None:
 if os.environ.get("ANNAPURNA_PREFLIGHT_MAX_COMPILES"):
     try:
         _watchdog(int(os.environ["ANNAPURNA_PREFLIGHT_MAX_COMPILES"]),
-                  float(os.environ.get("ANNAPURNA_PREFLIGHT_FIRST_SYNC_S", "30")))
+                  float(os.environ.get("ANNAPURNA_PREFLIGHT_FIRST_SYNC_S", "30")),
+                  float(os.environ.get("ANNAPURNA_PREFLIGHT_MAX_TRANSFERS_PER_STEP", "-1")),
+                  int(os.environ.get("ANNAPURNA_PREFLIGHT_MAX_FALLBACKS", "-1")))
     except Exception:  # noqa: BLE001
         pass
 
