@@ -10,7 +10,7 @@ import ast
 
 from pydantic import BaseModel
 
-from trainium_worker.analysis import has_training_loop
+from trainium_worker.analysis import parse_code, training_loops
 
 ALLOWED_IMPORTS = {
     "torch", "torch_xla", "torch_neuronx", "numpy", "math", "random", "json", "time", "os", "sys", "dataclasses",
@@ -80,10 +80,10 @@ def _guarded_xla_imports(tree: ast.AST) -> list[ast.Try]:
 def check_program(code: str) -> list[Finding]:
     """Every finding, in line order. Never raises: a program too deep to parse is a finding."""
     try:
-        tree = ast.parse(code)
+        tree = parse_code(code)
     except SyntaxError as e:
         return [Finding(line=e.lineno or 0, rule="syntax", message=f"does not parse: {e.msg}")]
-    except (RecursionError, MemoryError, ValueError) as e:
+    except (RecursionError, MemoryError, ValueError, SystemError) as e:
         return [Finding(line=0, rule="syntax", message=f"does not parse: {type(e).__name__} (nested too deeply?)")]
     findings: list[Finding] = []
 
@@ -134,7 +134,8 @@ def check_program(code: str) -> list[Finding]:
             add(node, "network", "download=True: programs have no network; use synthetic data or $ANNAPURNA_DATA_DIR")
         if attr == "xla_device" or name in ("torch_xla.device", "xm.xla_device"):
             uses_xla_device = True
-    if not has_training_loop(code):
+    loops = training_loops(tree)
+    if not loops:
         add(tree, "training", "no training loop (a loop calling loss.backward() and optimizer.step())")
     if not metrics_anywhere:
         add(tree, "metrics", "never prints a `METRICS: {json}` line")
@@ -146,11 +147,6 @@ def check_program(code: str) -> list[Finding]:
         add(guard, "xla", "import torch_xla falls back on failure: on trn1 that hides a broken Neuron install",
             blocking=False)
     if uses_xla_device:
-        def training(n: ast.AST) -> bool:
-            return isinstance(n, (ast.For, ast.While)) and {"backward", "step"} <= {
-                c.func.attr for c in ast.walk(n) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)}
-
-        loops = [n for n in nodes if training(n)]
         inner = {id(sub) for loop in loops for sub in ast.walk(loop) if sub is not loop}
         for loop in (n for n in loops if id(n) not in inner):  # the outermost training loops
             calls = {c.func.attr for c in ast.walk(loop) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)}

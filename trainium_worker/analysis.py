@@ -3,6 +3,21 @@
 from __future__ import annotations
 
 import ast
+import threading
+
+#: CPython 3.11 keeps the AST constructor's recursion depth in interpreter-wide state, so two
+#: threads parsing at once can fail with a spurious "SystemError: AST constructor recursion
+#: depth mismatch" (python/cpython#106905). Flow tasks run in threads: parse one at a time.
+_PARSE_LOCK = threading.Lock()
+
+
+def parse_code(code: str) -> ast.Module:
+    """ast.parse, serialised, and asked once more after the spurious SystemError."""
+    with _PARSE_LOCK:
+        try:
+            return ast.parse(code)
+        except SystemError:
+            return ast.parse(code)
 
 
 def lines_of_code(code: str) -> int:
@@ -13,12 +28,14 @@ def _calls(node: ast.AST) -> set[str]:
     return {n.func.attr for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
 
 
+def training_loops(tree: ast.AST) -> list[ast.For | ast.While]:
+    """Every for/while loop whose body calls `.backward()` and an optimizer's `.step()`."""
+    return [node for node in ast.walk(tree) if isinstance(node, (ast.For, ast.While)) and {"backward", "step"} <= _calls(node)]
+
+
 def has_training_loop(code: str) -> bool:
-    """A for/while loop whose body calls `.backward()` and an optimizer's `.step()`."""
     try:
-        tree = ast.parse(code)
-    except (SyntaxError, RecursionError, MemoryError, ValueError):  # a program nested too deeply is no loop
+        tree = parse_code(code)
+    except (SyntaxError, RecursionError, MemoryError, ValueError, SystemError):  # nested too deeply: no loop
         return False
-    return any(
-        {"backward", "step"} <= _calls(node) for node in ast.walk(tree) if isinstance(node, (ast.For, ast.While))
-    )
+    return bool(training_loops(tree))
