@@ -9,6 +9,7 @@ from pathlib import Path
 
 # Source retries (logger "annapurna.sources") reach the run's log, as on the workers.
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "annapurna")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # outside a flow: the terminal only
 
 import typer
 from rich.console import Console

@@ -17,6 +17,7 @@ from pathlib import Path
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="annapurna-test-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = "annapurna"  # as prefect.yaml sets it for the workers
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"  # a source used outside a flow logs locally only
 for name in list(os.environ):
     if name.startswith("ANNAPURNA_") or name in {"PREFECT_API_URL", "PREFECT_API_KEY"}:
         del os.environ[name]
