@@ -177,9 +177,10 @@ async def _run_and_watch(api: str, home: str, console: Console) -> dict:
 
 
 def preflight_word(report: dict | None) -> str:
-    if not report:
-        return "preflight -"
-    return "preflight skipped" if "skipped" in report else "preflight passed" if report.get("passed") else "preflight FAILED"
+    from tasks.execute import preflight_state
+
+    state = preflight_state(report)
+    return "preflight " + (state.upper() if state == "failed" else state or "-")
 
 
 def _print_outcome(outcome: dict, home: str, console: Console) -> None:

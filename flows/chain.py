@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from blocks.paper import PaperStatus
 from blocks.settings import Settings, filesystem, load_settings, paper_index
 from flows.process_papers import StageReport, ensure_llm_limit, publish_stage_report, repair, run_stages
-from tasks.execute import queue, record_preflight
+from tasks.execute import preflight_state, queue, record_preflight
 from tasks.llm import Usage
 
 Until = Literal["scrape", "judge", "generate", "execute"]
@@ -136,8 +136,7 @@ async def _finish(report: ChainReport, paper_ids: list[str], s: Settings) -> Cha
                         if p.verdict else (p.extra.get("triage") or {}).get("reason", "")),
             "code": f"v{code.version}" if code else "", "success": "" if not code or code.success is None else code.success,
             "trained": (code.training or "") if code else "",
-            "preflight": "" if not code or not code.preflight else (
-                "skipped" if "skipped" in code.preflight else "passed" if code.preflight.get("passed") else "failed"),
+            "preflight": preflight_state(code.preflight) if code else "",
             "beats baseline": "" if not code or code.beats_baseline is None else code.beats_baseline,
             "metrics": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in list((code.metrics if code else {}).items())[:3]),

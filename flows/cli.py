@@ -67,6 +67,14 @@ def print_rows(rows: list[dict], as_json: bool, title: str = "") -> None:
     console.print(table)
 
 
+def print_fields(fields: dict, label: str) -> None:
+    """A model's fields, one row each; lists and dicts as JSON."""
+    table = Table(label, "value")
+    for k, v in fields.items():
+        table.add_row(k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
+    console.print(table)
+
+
 def _settings_rows(settings: Settings) -> dict[str, str]:
     shown = settings.model_dump()
     return {
@@ -356,10 +364,7 @@ def health(as_json: bool = JSON) -> None:
     if as_json:
         print(h.model_dump_json(indent=2))
     else:
-        table = Table("check", "value")
-        for k, v in h.model_dump().items():
-            table.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
-        console.print(table)
+        print_fields(h.model_dump(), "check")
     if h.status != "ok":
         Console(stderr=True).print(f"[red]unhealthy:[/red] {'; '.join(h.reasons)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
@@ -397,11 +402,7 @@ def execute(
     if as_json:
         print(result.model_dump_json(indent=2))
     else:
-        shown = result.model_dump(exclude={"stdout", "stderr", "metrics_series"})
-        table = Table("field", "value")
-        for k, v in shown.items():
-            table.add_row(k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
-        console.print(table)
+        print_fields(result.model_dump(exclude={"stdout", "stderr", "metrics_series"}), "field")
         console.print(result.stdout[-2000:] or "(no output)", highlight=False, markup=False)
     if not result.success:
         raise typer.Exit(1)

@@ -3,6 +3,8 @@ record "scraped"). `prefect deployment run scrape-conference/iclr` runs it."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -36,9 +38,7 @@ async def scrape_conference(
     venue = canonical_venue(venue)
     name = route(venue, year, source)
     listing = await list_venue(venue, year, name, track)
-    tracks: dict[str, int] = {}
-    for p in listing.papers:
-        tracks[str(p.extra.get("track"))] = tracks.get(str(p.extra.get("track")), 0) + 1
+    tracks = dict(Counter(str(p.extra.get("track")) for p in listing.papers))
     log.info("%s %s via %s: %d papers listed %s, %d listing problems", venue, year, name,
              len(listing.papers), tracks, len(listing.problems))
     papers, problems = listing.papers, list(listing.problems)

@@ -45,6 +45,18 @@ def latest_code(paper: Paper) -> CodeArtifact | None:
     return paper.code_versions[-1] if paper.code_versions else None
 
 
+def with_version(paper: Paper, version: int, **fields) -> list[CodeArtifact]:
+    """The paper's code versions, with `fields` set on version `version`."""
+    return [v.model_copy(update=fields) if v.version == version else v for v in paper.code_versions]
+
+
+def preflight_state(report: dict | None) -> str:
+    """skipped, passed or failed; '' when the version has not been preflighted."""
+    if not report:
+        return ""
+    return "skipped" if "skipped" in report else "passed" if report.get("passed") else "failed"
+
+
 STARTED = "execution_started"  # paper.extra: the code version a worker began to run
 
 
@@ -98,13 +110,9 @@ def record_result(index: PaperIndex, results_fs: WritableFileSystem, result: Exe
     summary = dict(list(result.metrics.items())[:SUMMARY_METRICS])
 
     def attach(paper: Paper) -> Paper:
-        versions = [
-            v.model_copy(update={"result_key": key, "success": result.success, "error": result.error, "metrics": summary,
-                                 "training": result.verdict, "training_reason": result.verdict_reason,
-                                 "beats_baseline": result.beats_baseline, "ran_at": result.started_at})
-            if v.version == result.code_version else v
-            for v in paper.code_versions
-        ]
+        versions = with_version(paper, result.code_version, result_key=key, success=result.success, error=result.error,
+                                metrics=summary, training=result.verdict, training_reason=result.verdict_reason,
+                                beats_baseline=result.beats_baseline, ran_at=result.started_at)
         status = PaperStatus.EXECUTED if result.success else PaperStatus.EXECUTION_FAILED
         if paper.status != PaperStatus.QUEUED:
             paper = paper.advance(PaperStatus.QUEUED, "result arrived for an unqueued paper")
@@ -189,10 +197,13 @@ def record_preflight(index: PaperIndex, results_fs: WritableFileSystem, paper: P
     artifact = latest_code(paper)
     if artifact is None:
         return False
+
+    def keep(report: dict) -> None:
+        index.update(paper.id, lambda p: p.model_copy(update={"code_versions": with_version(p, artifact.version,
+                                                                                              preflight=report)}))
+
     if not s.preflight_python:
-        skipped = {"skipped": "ANNAPURNA_PREFLIGHT_PYTHON is not set (`make preflight-env` builds it)"}
-        index.update(paper.id, lambda p: p.model_copy(update={"code_versions": [
-            v.model_copy(update={"preflight": skipped}) if v.version == artifact.version else v for v in p.code_versions]}))
+        keep({"skipped": "ANNAPURNA_PREFLIGHT_PYTHON is not set (`make preflight-env` builds it)"})
         return True
     code = (read_object(code_fs, artifact.code_key) or b"").decode()
     report, result = asyncio.run(preflight(code, s.preflight_python, worker_config(s), preflight_limits(s),
@@ -200,9 +211,7 @@ def record_preflight(index: PaperIndex, results_fs: WritableFileSystem, paper: P
     summary = report.model_dump(exclude={"lines"}) | {"lines": report.lines[:5]}
     key = result_key(paper.id, artifact.version, f"preflight-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}.json")
     put_once(results_fs, key, report.model_dump_json(indent=2).encode())
-    index.update(paper.id, lambda p: p.model_copy(update={"code_versions": [
-        v.model_copy(update={"preflight": summary | {"report_key": key}}) if v.version == artifact.version else v
-        for v in p.code_versions]}))
+    keep(summary | {"report_key": key})
     if report.passed:
         return True
     queue(index, paper.id)

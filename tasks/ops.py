@@ -161,9 +161,9 @@ def report(since: datetime, s: Settings | None = None) -> Report:
     statuses = Counter(p.status.value for p in papers)
     reached = lambda st: sum(1 for p in papers if any(h.status == st for h in p.history))  # noqa: E731
     judged_any = sum(1 for p in papers if p.verdict is not None)  # answered by the judge
-    executed = sum(1 for p in papers for v in p.code_versions if v.success is not None)
-    succeeded = sum(1 for p in papers for v in p.code_versions if v.success)
     runs = [(p, v) for p in papers for v in p.code_versions if v.success is not None]
+    executed, succeeded = len(runs), sum(1 for _, v in runs if v.success)
+    overall = verdict_rates(runs)
     usage = Usage()
     for p in papers:
         usage = usage + paper_usage(p)
@@ -174,7 +174,7 @@ def report(since: datetime, s: Settings | None = None) -> Report:
                      / judged_any) if judged_any else None,
         generated_rate=(reached("generated") / reached("judged")) if reached("judged") else None,
         execution_success_rate=(succeeded / executed) if executed else None,
-        trained_rate=verdict_rates(runs)["trained_rate"], beats_baseline_rate=verdict_rates(runs)["beats_baseline_rate"],
+        trained_rate=overall["trained_rate"], beats_baseline_rate=overall["beats_baseline_rate"],
         by_day=grouped(runs, lambda p, v: v.run_day),
         by_venue=grouped(runs, lambda p, v: f"{p.venue} {p.year or ''}".strip()),
         usage=usage, dollars_per_100_papers=(usage.dollars / len(papers) * 100) if papers else None,

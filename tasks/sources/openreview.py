@@ -59,6 +59,11 @@ class Listed(NamedTuple):
     root: str  # the venue id of the track's accepted papers
     label: str | None = None  # the decision every note listed here has (withdrawn, ...)
 
+    @property
+    def v1(self) -> bool:
+        """API v1 lists by invitation; v2 by `content.venueid`."""
+        return "invitation" in self.query
+
 
 #: Tracks besides the main one, by venue: v2 venue ids and v1 submission invitations
 #: (`{g}` the venue group, `{y}` the year). A track that answers no notes is skipped.
@@ -126,7 +131,7 @@ def decision_from_text(text: str | None, decided: bool = True) -> str | None:
     t = " ".join((text or "").lower().replace("_", " ").split())
     if not t:
         return None
-    if "withdrawn" in t or "withdraw" in t:
+    if "withdraw" in t:
         return "withdrawn"
     if "desk reject" in t:
         return "desk_rejected"
@@ -209,7 +214,7 @@ def parse_notes(body: bytes | dict, where: str = "OpenReview page", web_url: str
         status = (listed.label if listed and listed.label else
                   next((SUFFIXES[k] for k in ("Withdrawn_Submission", "Desk_Rejected_Submission")
                         if any(i.endswith("/-/" + k) for i in invitations)), None))
-        if status is None and listed and "invitation" in listed.query:  # v1: the venue's words, replies
+        if status is None and listed and listed.v1:  # v1: the venue's words, replies
             status = (decision_from_text(get("venue"), decided) or decision_from_text(get("decision"), decided)
                       or _reply_decision(note))
         if status is None and vid:
@@ -310,7 +315,7 @@ class OpenReviewSource:
         where = f"OpenReview {what} offset={offset}"
         await self.budget.spend()
         params = {**listed.query, "limit": self._size(listed), "offset": offset, "sort": "number:asc"}
-        if "invitation" in listed.query:
+        if listed.v1:
             params["details"] = "directReplies"  # v1 decisions live in reply notes
         resp = await request(session, "GET", f"{base}/notes", headers=headers, retrying=self.retrying,
                              params=params, ok=frozenset({200, 403}))
@@ -342,7 +347,7 @@ class OpenReviewSource:
                                     "challenging this address")
 
     def _size(self, listed: Listed) -> int:
-        return min(self.page_size, V1_PAGE_SIZE) if "invitation" in listed.query else self.page_size
+        return min(self.page_size, V1_PAGE_SIZE) if listed.v1 else self.page_size
 
     async def _walk(self, session, base: str, listed: Listed, headers: dict, venue: str, year: int) -> Listing:
         """Every page of one listing, in bounded waves within the rate budget."""
@@ -389,7 +394,8 @@ class OpenReviewSource:
                 listing.problems.append(str(e))
                 continue
             listing.problems += part.problems
-            found.update({listed.root} if part.papers and listed.label is None else set())
+            if part.papers and listed.label is None:
+                found.add(listed.root)
             for paper in part.papers:
                 if paper.id in seen:  # a withdrawn twin replaces the submission it withdrew
                     if listed.label:
